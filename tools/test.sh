@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The project's test command (run by `make test`, hence by .ci/run).
+# Fails when the package does not match the notebooks, when a notebook fails, or when nothing ran.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== notebooks and package in sync (nbdev_clean, nbdev_export, git status)"
+nbdev_clean
+nbdev_export
+changed=$(git status --porcelain -- nbs adaptive_cnn)
+if [ -n "$changed" ]; then
+  echo "The notebooks are not clean or the package does not match them; run nbdev_clean && nbdev_export and commit:"
+  echo "$changed"
+  exit 1
+fi
+
+echo "== nbdev_test"
+notebooks=$(ls nbs/[0-9]*.ipynb nbs/index.ipynb 2>/dev/null | wc -l)
+[ "$notebooks" -gt 0 ] || { echo "no notebooks found in nbs/"; exit 1; }
+log=$(mktemp)
+nbdev_test --do_print --timing 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] || exit "$status"
+ran=$(grep -c '^- Completed ' "$log" || true)
+grep -q '^Success' "$log" && [ "$ran" -gt 0 ] || { echo "nbdev_test ran no notebook"; exit 1; }
+echo "nbdev_test: $ran notebooks passed"
+
+echo "== pytest"
+# pytest exits 5 when it collected no test: that fails this script too.
+python -m pytest tests -q
