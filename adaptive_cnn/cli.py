@@ -6,19 +6,19 @@
 __all__ = ['COMMANDS', 'ArgumentParser', 'build_parser', 'config_from_args', 'NotImplementedYet', 'summary_command',
            'not_implemented', 'main']
 
-# %% ../nbs/10_cli.ipynb #469041fa
+# %% ../nbs/10_cli.ipynb #a2aa552c
 import argparse, json, sys, traceback
 import adaptive_cnn
 from .config import AdaptiveCNNError, UsageError, load_config
 from .models import AdaptiveCNN, model_summary
 
-# %% ../nbs/10_cli.ipynb #90474afc
+# %% ../nbs/10_cli.ipynb #5b8be356
 class ArgumentParser(argparse.ArgumentParser):
     "argparse, reporting usage mistakes as one line that points to `--help`."
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
-# %% ../nbs/10_cli.ipynb #10841994
+# %% ../nbs/10_cli.ipynb #73a3cf51
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument('--set', dest='overrides', action='append', default=[], metavar='SECTION.KEY=VALUE',
@@ -50,7 +50,7 @@ def build_parser() -> ArgumentParser:
     summary.add_argument('config', metavar='CONFIG')
     return parser
 
-# %% ../nbs/10_cli.ipynb #5b786e9e
+# %% ../nbs/10_cli.ipynb #b4febeea
 def config_from_args(args:argparse.Namespace):
     "The resolved config for parsed command-line `args`."
     overrides = list(args.overrides)
@@ -58,7 +58,7 @@ def config_from_args(args:argparse.Namespace):
     if args.output_dir is not None: overrides.append(f'output.dir={json.dumps(args.output_dir)}')
     return load_config(args.config, overrides)
 
-# %% ../nbs/10_cli.ipynb #b6f3d270
+# %% ../nbs/10_cli.ipynb #b5e145a7
 class NotImplementedYet(UsageError):
     "A subcommand whose implementation has not landed yet."
 
@@ -67,8 +67,9 @@ def summary_command(args) -> int:
     cfg = config_from_args(args)
     if cfg.data.image_size is None: raise UsageError('data.image_size is not set; summary needs the input size (--set data.image_size=[H,W])')
     model = AdaptiveCNN.from_config(cfg)
+    table = model_summary(model, (cfg.data.channels, *cfg.data.image_size))
     print(f'AdaptiveCNN for {cfg.data.dataset}: {len(model.blocks())} residual blocks, {len(model.stages)} stages')
-    print(model_summary(model, (cfg.data.channels, *cfg.data.image_size)))
+    print(table)
     return 0
 
 def not_implemented(args) -> int:
@@ -77,7 +78,7 @@ def not_implemented(args) -> int:
 
 COMMANDS = dict(train=not_implemented, evaluate=not_implemented, test=not_implemented, summary=summary_command)
 
-# %% ../nbs/10_cli.ipynb #1ad83c09
+# %% ../nbs/10_cli.ipynb #1e18ad5d
 def main(argv:list[str]|None=None) -> int:
     "Entry point of `adaptive-cnn`: run one subcommand and return its exit code."
     args = build_parser().parse_args(argv)

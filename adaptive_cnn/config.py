@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['AdaptiveCNNError', 'UsageError', 'ConfigError', 'option', 'describe_range', 'in_range', 'DataConfig', 'ModelConfig',
-           'AugmentConfig', 'TrainConfig', 'DistributedConfig', 'OutputConfig', 'Config', 'check_value', 'check_config',
-           'builtin_configs', 'resolve_config_path', 'read_yaml', 'merge_values', 'parse_override', 'config_from_dict',
-           'load_config', 'atomic_write', 'save_config']
+           'AugmentConfig', 'TrainConfig', 'DistributedConfig', 'OutputConfig', 'Config', 'show', 'check_value',
+           'check_config', 'builtin_configs', 'resolve_config_path', 'read_yaml', 'merge_values', 'parse_override',
+           'config_from_dict', 'load_config', 'atomic_write', 'save_config']
 
-# %% ../nbs/00_config.ipynb #0de58bc3
-import copy, dataclasses, difflib, os, re, tempfile
+# %% ../nbs/00_config.ipynb #9cd28615
+import copy, dataclasses, difflib, json, os, re, tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, asdict
 from importlib import resources
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 import yaml
 
-# %% ../nbs/00_config.ipynb #11058ba7
+# %% ../nbs/00_config.ipynb #a54a1329
 class AdaptiveCNNError(Exception):
     "An error the user can fix; the CLI prints it as one line, without a traceback."
     exit_code = 1
@@ -29,7 +29,7 @@ class UsageError(AdaptiveCNNError):
 class ConfigError(UsageError):
     "A config file, key or value that cannot be used."
 
-# %% ../nbs/00_config.ipynb #66a486b1
+# %% ../nbs/00_config.ipynb #174a24c1
 def option(default:Any,           # default value (lists are copied for each instance)
            *,
            gt:float=None,         # value must be greater than this
@@ -42,7 +42,7 @@ def option(default:Any,           # default value (lists are copied for each ins
     kw = dict(default_factory=lambda: copy.deepcopy(default)) if isinstance(default, list) else dict(default=default)
     return field(**kw, metadata={k: v for k, v in bounds.items() if v is not None})
 
-# %% ../nbs/00_config.ipynb #4663fbf4
+# %% ../nbs/00_config.ipynb #cab2f01c
 _OPS = dict(gt=('>', lambda a, b: a > b), ge=('>=', lambda a, b: a >= b),
             lt=('<', lambda a, b: a < b), le=('<=', lambda a, b: a <= b))
 
@@ -54,7 +54,7 @@ def in_range(value, bounds:dict) -> bool:
     "Whether `value` satisfies every bound in `bounds`."
     return all(_OPS[k][1](value, v) for k, v in bounds.items())
 
-# %% ../nbs/00_config.ipynb #52453b93
+# %% ../nbs/00_config.ipynb #3350f141
 @dataclass
 class DataConfig:
     "Which data, where it is, how it is split and normalised."
@@ -67,10 +67,12 @@ class DataConfig:
     mean:Optional[list[float]] = None                    # per-channel mean of the training pixels in [0, 1]
     std:Optional[list[float]] = option(None, gt=0)       # per-channel standard deviation of the training pixels
     train_subset:Optional[int] = option(None, gt=0)      # use only the first N training samples (quick runs); None: all
-    val_size:int = option(5000, ge=0)                    # training samples held out (stratified) to choose the best checkpoint
+    val_size:Optional[int] = option(None, ge=0)          # training samples held out (stratified) to choose the best checkpoint; None: 10%, at most 5,000
+    test_fraction:float = option(0.1, gt=0, lt=1)        # share of the images held out as test split when the dataset has none
+    download:bool = True                                 # download known datasets (torchvision, checksums verified) when missing
     invert_threshold:Optional[int] = option(None, ge=0, le=255) # inference: invert images whose mean intensity is above this
 
-# %% ../nbs/00_config.ipynb #1a2096e5
+# %% ../nbs/00_config.ipynb #ff71ad7a
 @dataclass
 class ModelConfig:
     "The AdaptiveCNN architecture: stem, residual stages with Squeeze-and-Excitation, classifier."
@@ -95,7 +97,7 @@ class AugmentConfig:
     cutmix_alpha:float = option(0.0, ge=0)               # CutMix Beta(α, α) parameter; 0: off
     cutmix_prob:float = option(0.5, ge=0, le=1)          # fraction of batches CutMix is applied to
 
-# %% ../nbs/00_config.ipynb #4ec21812
+# %% ../nbs/00_config.ipynb #d24f9fab
 @dataclass
 class TrainConfig:
     "The optimisation recipe."
@@ -128,7 +130,7 @@ class OutputConfig:
     "Where a run writes checkpoints, logs and figures."
     dir:str = 'outputs'                                  # output folder of the run
 
-# %% ../nbs/00_config.ipynb #f1becc93
+# %% ../nbs/00_config.ipynb #7ae1cb13
 @dataclass
 class Config:
     "The whole run configuration: one field per section."
@@ -149,7 +151,7 @@ class Config:
         "Every dotted key, e.g. 'train.epochs'."
         return [f'{s}.{f.name}' for s, sec in cls.sections().items() for f in fields(sec)]
 
-# %% ../nbs/00_config.ipynb #f05f4a89
+# %% ../nbs/00_config.ipynb #07a3ba7a
 def _type_name(tp) -> str:
     if get_origin(tp) is Literal: return 'one of ' + ', '.join(repr(a) for a in get_args(tp))
     if get_origin(tp) is list: return f'a list of {_type_name(get_args(tp)[0])}s'
@@ -176,7 +178,11 @@ def _coerce(value, tp):
     if tp is str and isinstance(value, (str, int, float)) and not isinstance(value, bool): return str(value)
     raise TypeError
 
-# %% ../nbs/00_config.ipynb #f3304406
+# %% ../nbs/00_config.ipynb #0e317980
+def show(value) -> str:
+    "`value` as the user wrote it in YAML: `true`, `null`, `-0.1`, `[2, 2]`, `\"five\"`."
+    return json.dumps(value)
+
 def check_value(value,        # raw value, as YAML parsed it
                 tp,           # the field's type annotation
                 bounds:dict,  # the field's allowed range, from `option`
@@ -188,32 +194,42 @@ def check_value(value,        # raw value, as YAML parsed it
     if get_origin(tp) is Union and value is not None: allowed += ' (or null)'
     try: checked = _coerce(value, tp)
     except (TypeError, StopIteration):
-        raise ConfigError(f'{origin}: {key} = {value!r} has the wrong type; expected {allowed}') from None
+        raise ConfigError(f'{origin}: {key} = {show(value)} has the wrong type; expected {allowed}') from None
     items = checked if isinstance(checked, list) else [checked]
     if bounds and checked is not None and not all(in_range(v, bounds) for v in items):
-        raise ConfigError(f'{origin}: {key} = {value!r} is out of range; expected {allowed}')
+        raise ConfigError(f'{origin}: {key} = {show(value)} is out of range; expected {allowed}')
     return checked
 
-# %% ../nbs/00_config.ipynb #7a835509
-def check_config(cfg:Config, origin:str='config'):
-    "Raise `ConfigError` if keys of `cfg` contradict each other."
+# %% ../nbs/00_config.ipynb #dac6a9b0
+def _plural(n:int, word:str) -> str: return f'{n} {word}' + ('' if n == 1 else 's')
+
+def check_config(cfg:Config,
+                 origins:dict[str, str]={}, # dotted key → the layer that set it; keys not in it are defaults
+                ):
+    "Raise `ConfigError` if keys of `cfg` contradict each other, naming the layers that set them."
+    where = lambda *keys: ', '.join(sorted(dict.fromkeys(origins.get(k, 'defaults') for k in keys), key=lambda o: o == 'defaults'))
     m, d, t = cfg.model, cfg.data, cfg.train
     if not (len(m.widths) == len(m.depths) == len(m.strides)):
-        raise ConfigError(f'{origin}: model.widths, model.depths and model.strides must have one entry per stage; '
-                          f'got {len(m.widths)}, {len(m.depths)} and {len(m.strides)}')
+        raise ConfigError(f'{where("model.widths", "model.depths", "model.strides")}: model.widths, model.depths and model.strides '
+                          f'must have one entry per stage; got {len(m.widths)}, {len(m.depths)} and {len(m.strides)}')
     for key in ('mean', 'std'):
         stats = getattr(d, key)
         if stats is not None and d.channels is not None and len(stats) != d.channels:
-            raise ConfigError(f'{origin}: data.{key} has {len(stats)} values but data.channels is {d.channels}; give one per channel')
+            raise ConfigError(f'{where("data." + key, "data.channels")}: data.{key} has {_plural(len(stats), "value")} '
+                              f'but data.channels is {d.channels}; give one per channel')
     if d.image_size is not None and len(d.image_size) != 2:
-        raise ConfigError(f'{origin}: data.image_size = {d.image_size} must be [height, width]')
+        raise ConfigError(f'{where("data.image_size")}: data.image_size = {show(d.image_size)} must be [height, width]')
+    if d.image_size is not None and m.stem_pool and min(d.image_size) < 2:
+        raise ConfigError(f'{where("data.image_size", "model.stem_pool")}: data.image_size = {show(d.image_size)} is too small '
+                          'for the stem\'s 2×2 max-pool (model.stem_pool); use images of at least 2×2 or set model.stem_pool=false')
     if d.classes is not None and d.num_classes is not None and len(d.classes) != d.num_classes:
-        raise ConfigError(f'{origin}: data.classes has {len(d.classes)} names but data.num_classes is {d.num_classes}')
+        raise ConfigError(f'{where("data.classes", "data.num_classes")}: data.classes has {_plural(len(d.classes), "name")} '
+                          f'but data.num_classes is {d.num_classes}')
     if t.swa_start is not None and t.warmup_fraction >= t.swa_start:
-        raise ConfigError(f'{origin}: train.warmup_fraction = {t.warmup_fraction} must end before SWA starts '
-                          f'(train.swa_start = {t.swa_start})')
+        raise ConfigError(f'{where("train.warmup_fraction", "train.swa_start")}: train.warmup_fraction = {t.warmup_fraction} '
+                          f'must end before SWA starts (train.swa_start = {t.swa_start})')
 
-# %% ../nbs/00_config.ipynb #189309ab
+# %% ../nbs/00_config.ipynb #d4801138
 def builtin_configs() -> dict[str, Path]:
     "Name → path of the configs shipped with the package."
     folder = resources.files('adaptive_cnn') / 'configs'
@@ -231,7 +247,7 @@ def resolve_config_path(source:str|os.PathLike) -> Path:
     hint = f" (did you mean '{close[0]}'?)" if close else ''
     raise ConfigError(f"unknown config '{source}'{hint}; give a path to a YAML file or a built-in config ({names})")
 
-# %% ../nbs/00_config.ipynb #38ee2101
+# %% ../nbs/00_config.ipynb #6d5b61b2
 def read_yaml(path:Path) -> dict:
     "The mapping in the YAML file `path`, or `ConfigError` naming the file and the line."
     try: text = Path(path).read_text(encoding='utf-8')
@@ -247,7 +263,7 @@ def read_yaml(path:Path) -> dict:
         raise ConfigError(f'{path}: a config must be a mapping of sections ({", ".join(Config.sections())}), got {type(data).__name__}')
     return data
 
-# %% ../nbs/00_config.ipynb #552127dd
+# %% ../nbs/00_config.ipynb #be743de8
 def _unknown(kind:str, name:str, valid, origin:str) -> ConfigError:
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ''
@@ -256,8 +272,9 @@ def _unknown(kind:str, name:str, valid, origin:str) -> ConfigError:
 def merge_values(resolved:dict, # section → key → value, updated in place
                  values:dict,   # section → key → raw value, from one layer
                  origin:str,    # the layer's name, for messages
+                 origins:dict,  # dotted key → layer that set it, updated in place
                 ):
-    "Check every key and value of one layer and merge it into `resolved`."
+    "Check every key and value of one layer and merge it into `resolved`, recording where each came from."
     sections = Config.sections()
     for section, entries in values.items():
         if section not in sections: raise _unknown('section', str(section), list(sections), origin)
@@ -268,8 +285,9 @@ def merge_values(resolved:dict, # section → key → value, updated in place
         for key, value in entries.items():
             if key not in specs: raise _unknown(f'key in {section}', f'{section}.{key}', [f'{section}.{k}' for k in specs], origin)
             resolved[section][key] = check_value(value, hints[key], dict(specs[key].metadata), f'{section}.{key}', origin)
+            origins[f'{section}.{key}'] = origin
 
-# %% ../nbs/00_config.ipynb #b7990898
+# %% ../nbs/00_config.ipynb #b57a32a6
 def parse_override(text:str) -> dict:
     "`'train.epochs=5'` → `{'train': {'epochs': 5}}`."
     key, sep, raw = text.partition('=')
@@ -280,7 +298,7 @@ def parse_override(text:str) -> dict:
     section, name = key.strip().split('.')
     return {section: {name: value}}
 
-# %% ../nbs/00_config.ipynb #13b4993b
+# %% ../nbs/00_config.ipynb #45333ca3
 def config_from_dict(values:dict) -> Config:
     "A `Config` from section → key → value (already checked)."
     return Config(**{s: cls(**values.get(s, {})) for s, cls in Config.sections().items()})
@@ -289,19 +307,17 @@ def load_config(source:str|os.PathLike|None='mnist', # built-in name or YAML pat
                 overrides:list[str]=(),              # 'section.key=value' strings, applied in order
                ) -> Config:
     "Defaults < YAML file < overrides, each value checked: the resolved `Config`."
-    resolved = asdict(Config())
-    origin = 'config'
+    resolved, origins = asdict(Config()), {}
     if source is not None:
         path = resolve_config_path(source)
-        origin = str(path)
-        merge_values(resolved, read_yaml(path), origin)
-    for text in overrides: merge_values(resolved, parse_override(text), f'--set {text}')
+        merge_values(resolved, read_yaml(path), str(path), origins)
+    for text in overrides: merge_values(resolved, parse_override(text), f'--set {text}', origins)
     cfg = config_from_dict(resolved)
-    check_config(cfg, origin)
+    check_config(cfg, origins)
     if cfg.data.root is None: cfg.data.root = os.environ.get('ADAPTIVE_CNN_DATA', 'data')
     return cfg
 
-# %% ../nbs/00_config.ipynb #bf7d1b95
+# %% ../nbs/00_config.ipynb #c6130743
 @contextmanager
 def atomic_write(path:str|os.PathLike, # the file to (over)write
                  mode:str='wb',         # 'wb' for bytes, 'w' for text

@@ -1,0 +1,53 @@
+"""Shared helpers for the end-to-end tests of the `adaptive-cnn` command line."""
+import subprocess, sys
+from pathlib import Path
+
+import pytest
+
+from adaptive_cnn.cli import main
+
+ERROR_PREFIX = 'adaptive-cnn: error: '
+
+
+def _exit_code(code) -> int:
+    "The process exit status `SystemExit(code)` would give."
+    if code is None: return 0
+    return code if isinstance(code, int) else 1
+
+
+@pytest.fixture
+def run_cli(capsys):
+    "Call `adaptive_cnn.cli.main(list(args))` in-process; returns (exit_code, stdout, stderr)."
+    def run(*args):
+        capsys.readouterr()  # drop anything printed before the call
+        try: code = main([str(a) for a in args])
+        except SystemExit as e: code = _exit_code(e.code)  # argparse usage errors, --version
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+def cli_subprocess(*args, **kwargs) -> subprocess.CompletedProcess:
+    "Run `python -m adaptive_cnn *args` in a fresh interpreter."
+    return subprocess.run([sys.executable, '-m', 'adaptive_cnn', *map(str, args)],
+                          capture_output=True, text=True, timeout=120, **kwargs)
+
+
+@pytest.fixture
+def write_yaml(tmp_path):
+    "Write `text` to `tmp_path/name` and return the path."
+    def write(text:str, name:str='config.yaml') -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding='utf-8')
+        return path
+    return write
+
+
+def error_line(stderr:str) -> str:
+    "The single line of `stderr`, asserting that there is exactly one and that it is a clean CLI error."
+    assert 'Traceback' not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, f'expected one line on stderr, got {len(lines)}:\n{stderr}'
+    assert lines[0].startswith(ERROR_PREFIX), lines[0]
+    return lines[0]
