@@ -4,21 +4,23 @@
 
 # %% auto #0
 __all__ = ['COMMANDS', 'ArgumentParser', 'build_parser', 'config_from_args', 'NotImplementedYet', 'summary_command',
-           'not_implemented', 'main']
+           'profile_config', 'format_profile', 'profile_command', 'not_implemented', 'main']
 
-# %% ../nbs/10_cli.ipynb #a2aa552c
+# %% ../nbs/10_cli.ipynb #abe670bf
 import argparse, json, sys, traceback
 import adaptive_cnn
 from .config import AdaptiveCNNError, UsageError, load_config
 from .models import AdaptiveCNN, model_summary
+from .config import builtin_configs
+from .data import load_data
 
-# %% ../nbs/10_cli.ipynb #5b8be356
+# %% ../nbs/10_cli.ipynb #c79d60c3
 class ArgumentParser(argparse.ArgumentParser):
     "argparse, reporting usage mistakes as one line that points to `--help`."
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
-# %% ../nbs/10_cli.ipynb #73a3cf51
+# %% ../nbs/10_cli.ipynb #8fda9b29
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument('--set', dest='overrides', action='append', default=[], metavar='SECTION.KEY=VALUE',
@@ -48,9 +50,12 @@ def build_parser() -> ArgumentParser:
     test.add_argument('--tta', action='store_true', help='test-time augmentation')
     summary = sub.add_parser('summary', parents=common, help='print the network: layers, output shapes, parameters')
     summary.add_argument('config', metavar='CONFIG')
+    profile = sub.add_parser('profile', parents=common, help='describe a dataset as the data layer sees it')
+    profile.add_argument('data', metavar='DATA', help='dataset name (mnist, cifar10, ...), image folder or .npz file')
+    profile.add_argument('--json', action='store_true', help='print one JSON object')
     return parser
 
-# %% ../nbs/10_cli.ipynb #b4febeea
+# %% ../nbs/10_cli.ipynb #8bf6c846
 def config_from_args(args:argparse.Namespace):
     "The resolved config for parsed command-line `args`."
     overrides = list(args.overrides)
@@ -58,7 +63,7 @@ def config_from_args(args:argparse.Namespace):
     if args.output_dir is not None: overrides.append(f'output.dir={json.dumps(args.output_dir)}')
     return load_config(args.config, overrides)
 
-# %% ../nbs/10_cli.ipynb #b5e145a7
+# %% ../nbs/10_cli.ipynb #780522a8
 class NotImplementedYet(UsageError):
     "A subcommand whose implementation has not landed yet."
 
@@ -72,13 +77,38 @@ def summary_command(args) -> int:
     print(table)
     return 0
 
+def profile_config(args):
+    "The config `profile DATA` loads: the built-in config of that name, or the defaults pointed at DATA."
+    if args.data in builtin_configs(): args.config = args.data
+    else: args.config, args.overrides = None, [f'data.dataset={json.dumps(args.data)}', *args.overrides]
+    return config_from_args(args)
+
+def format_profile(p:dict) -> str:
+    "A profile as a short readable report."
+    lines = [f"dataset       {p['dataset']}",
+             f"splits        train {p['num_train']:,}  val {p['num_val']:,}  test {p['num_test']:,}",
+             f"images        {p['channels']}×{p['image_size'][0]}×{p['image_size'][1]} (channels × height × width)",
+             f"mean          {', '.join(f'{m:.4f}' for m in p['mean'])}",
+             f"std           {', '.join(f'{s:.4f}' for s in p['std'])}",
+             f"classes       {p['num_classes']}  (training images per class)"]
+    lines += [f'  {c:<20}{n:>8,}' for c, n in zip(p['classes'], p['class_counts'])]
+    lines += [f'note          {n}' for n in p['notes']]
+    return '\n'.join(lines)
+
+def profile_command(args) -> int:
+    "Print what the data layer sees of a dataset."
+    profile = load_data(profile_config(args)).profile()
+    print(json.dumps(profile) if args.json else format_profile(profile))
+    return 0
+
 def not_implemented(args) -> int:
     config_from_args(args)  # a bad config is still reported as such
     raise NotImplementedYet(f'adaptive-cnn {args.command}: not implemented yet')
 
-COMMANDS = dict(train=not_implemented, evaluate=not_implemented, test=not_implemented, summary=summary_command)
+COMMANDS = dict(train=not_implemented, evaluate=not_implemented, test=not_implemented, summary=summary_command,
+                profile=profile_command)
 
-# %% ../nbs/10_cli.ipynb #1e18ad5d
+# %% ../nbs/10_cli.ipynb #0a5c225a
 def main(argv:list[str]|None=None) -> int:
     "Entry point of `adaptive-cnn`: run one subcommand and return its exit code."
     args = build_parser().parse_args(argv)
