@@ -35,9 +35,10 @@ setuptools.setup(
     ] + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]]
       + (['License :: ' + lic[1]] if lic[1] else []),
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
+    # configs/ holds the built-in YAML configs: a data-only package, listed explicitly.
+    packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']) + [cfg['lib_path'] + '.configs'],
     include_package_data=True,
-    package_data={cfg['lib_path']: ['configs/*.yaml']},
+    package_data={cfg['lib_path'] + '.configs': ['*.yaml']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     python_requires='>=' + cfg['min_python'],

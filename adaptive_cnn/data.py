@@ -7,9 +7,9 @@ __all__ = ['MNIST_FAMILY', 'CIFAR10_BIN', 'CIFAR10_PY', 'DATASETS', 'DataError',
            'read_mnist_family', 'read_cifar10_bin', 'load_array_pickle', 'read_cifar_py', 'read_cifar10',
            'read_cifar100', 'read_svhn', 'list_image_folder', 'decode_image', 'decode_images', 'read_image_folder',
            'read_npz', 'read_dataset', 'stratified_holdout', 'channel_stats', 'Dataset', 'load_data', 'epoch_order',
-           'iterate_batches', 'normalize', 'preprocess_image']
+           'iterate_batches', 'fits_on_device', 'place_data', 'normalize', 'preprocess_image']
 
-# %% ../nbs/02_data.ipynb #3c76317c
+# %% ../nbs/02_data.ipynb #53b3275c
 import difflib, gzip, json, os, pickle
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from .config import Config, DataConfig, UsageError
 
-# %% ../nbs/02_data.ipynb #d7773630
+# %% ../nbs/02_data.ipynb #16aa5411
 class DataError(UsageError):
     "Data that cannot be read or used: a missing or corrupt file, bad labels, an unknown dataset."
 
-# %% ../nbs/02_data.ipynb #c1f4f956
+# %% ../nbs/02_data.ipynb #2e4bed44
 @dataclass
 class ImageData:
     "One split held in memory: uint8 images N×C×H×W and int64 labels N."
@@ -47,7 +47,7 @@ class ImageData:
         "Number of samples of each class."
         return torch.bincount(self.labels.cpu(), minlength=num_classes).tolist()
 
-# %% ../nbs/02_data.ipynb #ff819247
+# %% ../nbs/02_data.ipynb #08e10135
 @dataclass
 class RawDataset:
     "A dataset as its files hold it, before any split or check."
@@ -57,7 +57,7 @@ class RawDataset:
     source:str                                            # where it was read from, for messages
     notes:list[str] = field(default_factory=list)         # what the reader had to adjust (e.g. resized images)
 
-# %% ../nbs/02_data.ipynb #3da05162
+# %% ../nbs/02_data.ipynb #5ebd33f6
 def read_idx(path:Path) -> np.ndarray:
     "The array stored in the IDX file `path` (gzipped or not)."
     raw = Path(path).read_bytes()
@@ -72,7 +72,7 @@ def read_idx(path:Path) -> np.ndarray:
     if data.size != int(np.prod(dims)): raise DataError(f'{path}: truncated IDX file ({data.size} of {int(np.prod(dims))} values); download it again')
     return data.reshape(dims)
 
-# %% ../nbs/02_data.ipynb #2ec2acfb
+# %% ../nbs/02_data.ipynb #5d9fd1dc
 import torchvision.datasets as tvd
 
 MNIST_FAMILY = {'mnist': tvd.MNIST, 'fashionmnist': tvd.FashionMNIST, 'kmnist': tvd.KMNIST}
@@ -105,7 +105,7 @@ def read_mnist_family(name:str, root:Path, download:bool=True) -> RawDataset:
     classes = [c.split(' - ')[0] for c in cls.classes]   # MNIST's '0 - zero' → '0'
     return RawDataset(splits['train'], splits['test'], classes, str(folder))
 
-# %% ../nbs/02_data.ipynb #4e07be9b
+# %% ../nbs/02_data.ipynb #ad8a69a9
 CIFAR10_BIN = 'cifar-10-batches-bin'
 CIFAR10_PY = 'cifar-10-batches-py'
 _CIFAR_BATCHES = {'train': [f'data_batch_{i}' for i in range(1, 6)], 'test': ['test_batch']}
@@ -124,7 +124,7 @@ def read_cifar10_bin(folder:Path) -> RawDataset:
     classes = [l.strip() for l in (folder/'batches.meta.txt').read_text().splitlines() if l.strip()]
     return RawDataset(splits['train'], splits['test'], classes, str(folder))
 
-# %% ../nbs/02_data.ipynb #07b3afbf
+# %% ../nbs/02_data.ipynb #c0e1e522
 class _ArrayUnpickler(pickle.Unpickler):
     "Unpickler that can only rebuild numpy arrays and builtin containers: loading never runs other code."
     # `_codecs.encode` is how protocol-2 pickles carry raw bytes; it only converts text to bytes.
@@ -157,7 +157,7 @@ def read_cifar_py(folder:Path, batches:dict, label_key:str, meta:str, names_key:
     classes = [c.decode() if isinstance(c, bytes) else c for c in _key(load_array_pickle(folder/meta), names_key)]
     return RawDataset(splits['train'], splits['test'], classes, str(folder))
 
-# %% ../nbs/02_data.ipynb #c34611e8
+# %% ../nbs/02_data.ipynb #9055008d
 def read_cifar10(root:Path, download:bool=True) -> RawDataset:
     "CIFAR-10 from `<root>/cifar-10-batches-bin` or `<root>/cifar-10-batches-py`."
     root = Path(root)
@@ -176,7 +176,7 @@ def read_cifar100(root:Path, download:bool=True) -> RawDataset:
                           f'CIFAR-100 not found: expected train, test and meta in {folder}')
     return read_cifar_py(folder, {'train': ['train'], 'test': ['test']}, 'fine_labels', 'meta', 'fine_label_names')
 
-# %% ../nbs/02_data.ipynb #c14fad69
+# %% ../nbs/02_data.ipynb #06bb98e3
 def read_svhn(root:Path, download:bool=True) -> RawDataset:
     "SVHN (cropped digits) from `<root>/train_32x32.mat` and `<root>/test_32x32.mat`."
     root = Path(root)
@@ -187,7 +187,7 @@ def read_svhn(root:Path, download:bool=True) -> RawDataset:
     data = {s: ImageData(torch.from_numpy(d.data), torch.from_numpy(d.labels.astype(np.int64))) for s, d in splits.items()}
     return RawDataset(data['train'], data['test'], [str(i) for i in range(10)], str(root))
 
-# %% ../nbs/02_data.ipynb #e8248f21
+# %% ../nbs/02_data.ipynb #f6d2f325
 from torchvision.datasets.folder import find_classes, make_dataset, IMG_EXTENSIONS
 
 def list_image_folder(folder:Path) -> tuple[list[str], list[tuple[str, int]]]:
@@ -200,7 +200,7 @@ def list_image_folder(folder:Path) -> tuple[list[str], list[tuple[str, int]]]:
                         f'{"/".join(x.lstrip(".") for x in IMG_EXTENSIONS)} files') from None
     return classes, samples
 
-# %% ../nbs/02_data.ipynb #46a5da4b
+# %% ../nbs/02_data.ipynb #a2cd5e93
 _GRAY_MODES = {'1', 'L', 'LA', 'I', 'I;16', 'F'}
 
 def decode_image(path:str|Path, mode:str, size:tuple[int, int]|None) -> np.ndarray:
@@ -234,7 +234,7 @@ def decode_images(paths:list, channels:int|None=None, size:tuple[int, int]|None=
     arrays = list(ThreadPoolExecutor().map(lambda p: decode_image(p, mode, tuple(size)), paths))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), notes
 
-# %% ../nbs/02_data.ipynb #6d93ea91
+# %% ../nbs/02_data.ipynb #b8ecd5c7
 def _read_folder_split(folder:Path, channels, size) -> tuple[ImageData, list[str], list[str]]:
     classes, samples = list_image_folder(folder)
     images, notes = decode_images([p for p, _ in samples], channels, size)
@@ -256,7 +256,7 @@ def read_image_folder(folder:Path, channels:int|None=None, size:tuple[int, int]|
     train, classes, notes = _read_folder_split(folder, channels, size)
     return RawDataset(train, None, classes, str(folder), notes)
 
-# %% ../nbs/02_data.ipynb #4c52fd81
+# %% ../nbs/02_data.ipynb #a2dc339f
 def _npz_split(z, xk:str, yk:str, path:Path) -> ImageData:
     x, y = z[xk], z[yk]
     if x.dtype != np.uint8 or x.ndim not in (3, 4):
@@ -281,7 +281,7 @@ def read_npz(path:Path) -> RawDataset:
         classes = [str(c) for c in z['classes']] if 'classes' in z.files else [str(i) for i in range(n)]
     return RawDataset(train, test, classes, str(path))
 
-# %% ../nbs/02_data.ipynb #8b873b64
+# %% ../nbs/02_data.ipynb #88fa1a5c
 DATASETS = {'mnist': lambda root, dl: read_mnist_family('mnist', root, dl),
             'fashionmnist': lambda root, dl: read_mnist_family('fashionmnist', root, dl),
             'kmnist': lambda root, dl: read_mnist_family('kmnist', root, dl),
@@ -301,7 +301,7 @@ def read_dataset(data:DataConfig) -> RawDataset:
     raise DataError(f"data.dataset = '{name}': unknown dataset{hint}; known: {', '.join(DATASETS)}, "
                     "or the path of an image folder or a .npz file")
 
-# %% ../nbs/02_data.ipynb #e65c6434
+# %% ../nbs/02_data.ipynb #ec590b56
 from sklearn.model_selection import train_test_split
 
 def stratified_holdout(labels:torch.Tensor, size:int, seed:int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,7 +314,7 @@ def stratified_holdout(labels:torch.Tensor, size:int, seed:int) -> tuple[torch.T
     kept, held = train_test_split(np.arange(n), test_size=size, stratify=stratify, random_state=seed)
     return torch.from_numpy(np.sort(kept)), torch.from_numpy(np.sort(held))
 
-# %% ../nbs/02_data.ipynb #29a6c9de
+# %% ../nbs/02_data.ipynb #df0bb847
 def channel_stats(images:torch.Tensor, chunk:int=4096) -> tuple[list[float], list[float]]:
     "Per-channel mean and standard deviation of uint8 N×C×H×W `images`, pixels scaled to [0, 1]."
     total = torch.zeros(images.shape[1], dtype=torch.float64)
@@ -327,7 +327,7 @@ def channel_stats(images:torch.Tensor, chunk:int=4096) -> tuple[list[float], lis
     std = (squares / count - mean ** 2).clamp_min(0).sqrt()
     return mean.tolist(), std.tolist()
 
-# %% ../nbs/02_data.ipynb #0415d5b8
+# %% ../nbs/02_data.ipynb #29444a4f
 @dataclass
 class Dataset:
     "Train, validation and test splits in memory, with the data config completed from the data."
@@ -349,7 +349,7 @@ class Dataset:
                     mean=[round(m, 6) for m in mean], std=[round(s, 6) for s in std],
                     class_counts=self.train.class_counts(d.num_classes), notes=self.notes)
 
-# %% ../nbs/02_data.ipynb #81b17d4f
+# %% ../nbs/02_data.ipynb #724daed7
 def _check_labels(split:ImageData, num_classes:int, what:str, source:str):
     if len(split) == 0: raise DataError(f'{source}: the {what} split is empty')
     lo, hi = int(split.labels.min()), int(split.labels.max())
@@ -376,7 +376,7 @@ def _to_gray(x:torch.Tensor) -> torch.Tensor:
     w = torch.tensor([299, 587, 114], dtype=torch.int32)[None, :, None, None]
     return ((x.to(torch.int32) * w).sum(1, keepdim=True) + 500).div(1000, rounding_mode='floor').to(torch.uint8)
 
-# %% ../nbs/02_data.ipynb #d977b63e
+# %% ../nbs/02_data.ipynb #8ab6c822
 def load_data(cfg:Config) -> Dataset:
     "Read, check, split and describe the dataset of `cfg`: the splits in memory and the completed data config."
     d, seed = cfg.data, cfg.train.seed
@@ -407,7 +407,7 @@ def load_data(cfg:Config) -> Dataset:
                    mean=[round(m, 6) for m in mean], std=[round(s, 6) for s in std], val_size=val_size)
     return Dataset(train, val, test, data, notes)
 
-# %% ../nbs/02_data.ipynb #d244790c
+# %% ../nbs/02_data.ipynb #ee2b1ee5
 def epoch_order(n:int, seed:int, epoch:int) -> torch.Tensor:
     "The permutation of `n` samples used in `epoch` of a run seeded with `seed`."
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -420,14 +420,30 @@ def iterate_batches(data:ImageData, batch_size:int, order:torch.Tensor|None=None
     for i in range(0, stop, batch_size):
         yield data[order[i:i + batch_size].to(data.images.device)]
 
-# %% ../nbs/02_data.ipynb #7f90c593
+# %% ../nbs/02_data.ipynb #8eb22b74
+def fits_on_device(nbytes:int, device:torch.device, budget:float=0.5) -> bool:
+    "Whether `nbytes` take at most `budget` of the free memory of `device` (always true on the CPU)."
+    device = torch.device(device)
+    if device.type != 'cuda': return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= budget * free
+
+def place_data(ds:Dataset, device:torch.device, budget:float=0.5) -> Dataset:
+    "`ds` with its train and val splits on `device` if they fit, else in pinned host memory."
+    device = torch.device(device)
+    nbytes = sum(s.images.numel() + 8 * len(s) for s in (ds.train, ds.val))
+    if fits_on_device(nbytes, device, budget): train, val = ds.train.to(device), ds.val.to(device)
+    else: train, val = (ImageData(s.images.pin_memory(), s.labels.pin_memory()) for s in (ds.train, ds.val))
+    return replace(ds, train=train, val=val)
+
+# %% ../nbs/02_data.ipynb #84cb3c8d
 def normalize(images:torch.Tensor, mean:list[float], std:list[float], dtype=torch.float32) -> torch.Tensor:
     "uint8 N×C×H×W → float `(x / 255 - mean) / std`, per channel."
     scale = torch.tensor([1 / (255 * s) for s in std], device=images.device, dtype=dtype)[:, None, None]
     shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=images.device, dtype=dtype)[:, None, None]
     return torch.addcmul(shift, images.to(dtype), scale)
 
-# %% ../nbs/02_data.ipynb #db50a4ad
+# %% ../nbs/02_data.ipynb #1eb6f4d4
 def preprocess_image(image:Image.Image, data:DataConfig) -> torch.Tensor:
     "A PIL image → the normalised 1×C×H×W tensor the network expects, with the dataset's inference preprocessing."
     x = torch.from_numpy(np.asarray(image.convert('L' if data.channels == 1 else 'RGB'), dtype=np.uint8).copy())
