@@ -4,23 +4,27 @@
 
 # %% auto #0
 __all__ = ['COMMANDS', 'ArgumentParser', 'build_parser', 'config_from_args', 'NotImplementedYet', 'summary_command',
-           'profile_config', 'format_profile', 'profile_command', 'not_implemented', 'main']
+           'profile_config', 'format_profile', 'profile_command', 'train_command', 'evaluate_command',
+           'not_implemented', 'main']
 
-# %% ../nbs/10_cli.ipynb #abe670bf
+# %% ../nbs/10_cli.ipynb #59fd64e0
 import argparse, json, sys, traceback
+import torch
 import adaptive_cnn
 from .config import AdaptiveCNNError, UsageError, load_config
 from .models import AdaptiveCNN, model_summary
 from .config import builtin_configs
 from .data import load_data
+from .training import Trainer, load_checkpoint, load_weights, predict_logits, default_device
+from dataclasses import replace
 
-# %% ../nbs/10_cli.ipynb #c79d60c3
+# %% ../nbs/10_cli.ipynb #0c5cd2d7
 class ArgumentParser(argparse.ArgumentParser):
     "argparse, reporting usage mistakes as one line that points to `--help`."
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
-# %% ../nbs/10_cli.ipynb #8fda9b29
+# %% ../nbs/10_cli.ipynb #6e31f777
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument('--set', dest='overrides', action='append', default=[], metavar='SECTION.KEY=VALUE',
@@ -39,6 +43,9 @@ def build_parser() -> ArgumentParser:
     train = sub.add_parser('train', parents=common, help='train a model')
     train.add_argument('config', metavar='CONFIG', help='built-in config name (mnist, cifar10) or YAML path')
     train.add_argument('--num-gpus', type=int, default=1, metavar='N', help='train on N GPUs with DistributedDataParallel')
+    train.add_argument('--resume', action='store_true', help='continue the run in the output folder from checkpoints/last.pth')
+    train.add_argument('--overwrite', action='store_true', help='replace the run in the output folder')
+    train.add_argument('--no-progress', action='store_true', help='no progress bar (the per-epoch lines stay)')
     evaluate = sub.add_parser('evaluate', parents=common, help='evaluate a checkpoint on the test split')
     evaluate.add_argument('config', metavar='CONFIG')
     evaluate.add_argument('checkpoint', metavar='CHECKPOINT')
@@ -55,7 +62,7 @@ def build_parser() -> ArgumentParser:
     profile.add_argument('--json', action='store_true', help='print one JSON object')
     return parser
 
-# %% ../nbs/10_cli.ipynb #8bf6c846
+# %% ../nbs/10_cli.ipynb #66b654c4
 def config_from_args(args:argparse.Namespace):
     "The resolved config for parsed command-line `args`."
     overrides = list(args.overrides)
@@ -63,7 +70,7 @@ def config_from_args(args:argparse.Namespace):
     if args.output_dir is not None: overrides.append(f'output.dir={json.dumps(args.output_dir)}')
     return load_config(args.config, overrides)
 
-# %% ../nbs/10_cli.ipynb #780522a8
+# %% ../nbs/10_cli.ipynb #9c256b6e
 class NotImplementedYet(UsageError):
     "A subcommand whose implementation has not landed yet."
 
@@ -101,14 +108,48 @@ def profile_command(args) -> int:
     print(json.dumps(profile) if args.json else format_profile(profile))
     return 0
 
+def train_command(args) -> int:
+    "Train with the config's recipe; print where the results are."
+    cfg = config_from_args(args)
+    if args.num_gpus < 1: raise UsageError(f'--num-gpus {args.num_gpus}: give a number of GPUs of at least 1')
+    if args.num_gpus > 1: raise NotImplementedYet('adaptive-cnn train --num-gpus N > 1: distributed training is not implemented yet')
+    if args.resume and args.overwrite: raise UsageError('--resume and --overwrite contradict each other; give one of them')
+    trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    try: results = trainer.fit()
+    finally: trainer.close()
+    print(f"results in {cfg.output.dir}: best_model.pth = {results['best_model']}, "
+          f"val_acc {max(results['best_val_acc'], results.get('swa_val_acc', 0)):.4f}"
+          + (f", test_acc {results['test_acc']:.4f}" if 'test_acc' in results else ''))
+    return 0
+
+def evaluate_command(args) -> int:
+    "Print the test accuracy of a checkpoint."
+    cfg = config_from_args(args)
+    state = load_checkpoint(args.checkpoint)
+    trained = state['config']['data']
+    # the checkpoint knows the statistics, classes and input size it was trained with; the config says where the data is
+    data_cfg = replace(cfg.data, **{k: trained[k] for k in ('image_size', 'channels', 'num_classes', 'classes', 'mean', 'std')})
+    cfg = replace(cfg, data=data_cfg)
+    model = AdaptiveCNN.from_config(cfg)
+    load_weights(model, state['model'], args.checkpoint)
+    device = default_device()
+    ds = load_data(cfg)
+    if ds.test is None: raise UsageError(f'{cfg.data.dataset}: the dataset has no test split')
+    t = cfg.train
+    model = model.to(device).to(memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
+    logits = predict_logits(model, ds.test, data_cfg.mean, data_cfg.std, 2 * t.batch_size, device, t.precision, t.channels_last)
+    correct = int((logits.argmax(1).cpu() == ds.test.labels).sum())
+    print(f'test accuracy: {correct / len(ds.test):.4f} ({correct:,} of {len(ds.test):,}) — {args.checkpoint}')
+    return 0
+
 def not_implemented(args) -> int:
     config_from_args(args)  # a bad config is still reported as such
     raise NotImplementedYet(f'adaptive-cnn {args.command}: not implemented yet')
 
-COMMANDS = dict(train=not_implemented, evaluate=not_implemented, test=not_implemented, summary=summary_command,
+COMMANDS = dict(train=train_command, evaluate=evaluate_command, test=not_implemented, summary=summary_command,
                 profile=profile_command)
 
-# %% ../nbs/10_cli.ipynb #0a5c225a
+# %% ../nbs/10_cli.ipynb #e8114cd6
 def main(argv:list[str]|None=None) -> int:
     "Entry point of `adaptive-cnn`: run one subcommand and return its exit code."
     args = build_parser().parse_args(argv)
