@@ -73,21 +73,31 @@ def test_version():
 
 # --- subcommands that have not landed yet, usage errors ---------------------------------------------------
 
-@pytest.mark.parametrize('args', [('train', 'mnist'), ('evaluate', 'mnist', 'ckpt.pth'),
-                                  ('test', 'mnist', 'ckpt.pth', 'img.png')], ids=lambda a: a[0])
-def test_not_implemented(args, run_cli):
-    code, out, err = run_cli(*args)
+def test_not_implemented(run_cli):
+    code, out, err = run_cli('test', 'mnist', 'ckpt.pth', 'img.png')
     assert code == 2
     assert out == ''
     line = error_line(err)
-    assert f'adaptive-cnn {args[0]}: not implemented yet' in line
+    assert 'adaptive-cnn test: not implemented yet' in line
 
 
-def test_not_implemented_still_reports_bad_config(run_cli):
-    code, out, err = run_cli('train', 'mnist', '--set', 'train.epochs=0')
+def test_multi_gpu_training_is_not_implemented_yet(run_cli, tmp_path):
+    code, out, err = run_cli('train', 'mnist', '--num-gpus', '2', '--output-dir', str(tmp_path/'run'))
+    assert code == 2 and 'distributed training is not implemented yet' in error_line(err)
+    assert not (tmp_path/'run').exists()          # nothing written before refusing
+
+
+def test_evaluate_missing_checkpoint_is_one_line(run_cli, tmp_path):
+    code, out, err = run_cli('evaluate', 'mnist', str(tmp_path/'nope.pth'))
+    assert code == 2 and 'nope.pth: no such checkpoint file' in error_line(err)
+
+
+def test_train_reports_bad_config_before_anything_else(run_cli, tmp_path):
+    code, out, err = run_cli('train', 'mnist', '--set', 'train.epochs=0', '--output-dir', str(tmp_path/'run'))
     assert code == 2
     line = error_line(err)
-    assert 'train.epochs' in line and 'not implemented' not in line
+    assert 'train.epochs' in line and 'out of range' in line
+    assert not (tmp_path/'run').exists()
 
 
 def test_train_without_config_is_usage_error(run_cli):

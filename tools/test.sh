@@ -18,7 +18,8 @@ echo "== nbdev_test"
 notebooks=$(ls nbs/[0-9]*.ipynb nbs/index.ipynb 2>/dev/null | wc -l)
 [ "$notebooks" -gt 0 ] || { echo "no notebooks found in nbs/"; exit 1; }
 log=$(mktemp)
-nbdev_test --do_print --timing 2>&1 | tee "$log"
+# nbdev_test runs one notebook per core; one torch thread each keeps them from fighting over the cores.
+OMP_NUM_THREADS=1 nbdev_test --do_print --timing 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || exit "$status"
 ran=$(grep -c '^- Completed ' "$log" || true)

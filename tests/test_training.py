@@ -1,0 +1,143 @@
+"""Training on small subsets of the real data: resume equivalence, crash-safe checkpoints, the NaN guard, the CLI."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+
+from adaptive_cnn.config import load_config
+from adaptive_cnn.data import load_data
+from adaptive_cnn.training import Trainer, TrainingError, load_checkpoint, save_checkpoint
+from conftest import error_line
+
+
+def small_mnist(tmp_path, *extra):
+    root = os.environ.get('ADAPTIVE_CNN_DATA')
+    if not root: pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
+    return load_config('mnist', ['data.train_subset=512', 'data.val_size=256', 'train.batch_size=64', 'train.epochs=4',
+                                 'train.swa_start=0.5', 'train.deterministic=true', f'output.dir={json.dumps(str(tmp_path))}',
+                                 *extra])
+
+
+@pytest.fixture(scope='module')
+def mnist_data(tmp_path_factory):
+    return load_data(small_mnist(tmp_path_factory.mktemp('data')))
+
+
+def weights(path):
+    return load_checkpoint(path)['model']
+
+
+@pytest.mark.parametrize('stop_after', [1, 3])    # before SWA starts, and inside the SWA phase
+def test_resumed_run_ends_with_the_same_weights(tmp_path, mnist_data, stop_after):
+    whole = Trainer(small_mnist(tmp_path/'whole'), progress=False, data=mnist_data)
+    whole.fit(); whole.close()
+    first = Trainer(small_mnist(tmp_path/'split'), progress=False, data=mnist_data)
+    assert first.fit(until_epoch=stop_after) == {'epochs_done': stop_after}
+    first.close()
+    second = Trainer(small_mnist(tmp_path/'split'), resume=True, progress=False, data=mnist_data)
+    assert second.epoch == stop_after
+    second.fit(); second.close()
+    a, b = weights(tmp_path/'whole'/'checkpoints'/'last.pth'), weights(tmp_path/'split'/'checkpoints'/'last.pth')
+    assert a.keys() == b.keys()
+    for k in a: assert torch.equal(a[k], b[k]), k
+    swa_a, swa_b = weights(tmp_path/'whole'/'checkpoints'/'swa_model.pth'), weights(tmp_path/'split'/'checkpoints'/'swa_model.pth')
+    for k in swa_a: assert torch.equal(swa_a[k], swa_b[k]), k
+    history = lambda p: [{k: v for k, v in json.loads(l).items() if 'time' not in k and 'per_s' not in k}
+                         for l in (p/'metrics.jsonl').read_text().splitlines()]
+    assert history(tmp_path/'whole') == history(tmp_path/'split')
+
+
+def test_loss_decreases_on_real_subset(tmp_path, mnist_data):
+    trainer = Trainer(small_mnist(tmp_path, 'train.deterministic=false'), progress=False, data=mnist_data)
+    results = trainer.fit(); trainer.close()
+    history = trainer.history
+    assert history[-1]['train_loss'] < history[0]['train_loss'] - 0.3, history
+    assert results['test_acc'] > 0.5, results       # 512 training images, 4 epochs; chance is 0.1
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(tmp_path, mnist_data):
+    trainer = Trainer(small_mnist(tmp_path), progress=False, data=mnist_data)
+    trainer.fit(until_epoch=1)
+    good = weights(tmp_path/'checkpoints'/'last.pth')
+    calls = []
+    def poisoned(logits, targets):
+        calls.append(1)
+        loss = torch.nn.functional.cross_entropy(logits, targets)
+        return loss * float('nan') if len(calls) >= 3 else loss
+    trainer.loss_fn = poisoned
+    with pytest.raises(TrainingError, match=r'NaN or infinite at epoch 2, step 3 \(global step 11\)'):
+        trainer.fit()
+    trainer.close()
+    state = load_checkpoint(tmp_path/'checkpoints'/'last.pth')
+    assert state['epoch'] == 1
+    for k in good: assert torch.equal(state['model'][k], good[k])
+
+
+CHILD = r'''
+import sys, torch
+from adaptive_cnn.training import save_checkpoint
+state = {"model": {"w": torch.randn(4_000_000)}, "config": {}}
+print("ready", flush=True)
+while True: save_checkpoint(state, sys.argv[1])
+'''
+
+
+def test_killed_while_writing_leaves_a_loadable_checkpoint(tmp_path):
+    path = tmp_path/'last.pth'
+    old = {'model': {'w': torch.arange(10.)}, 'config': {'marker': 'old'}}
+    save_checkpoint(old, path)
+    for trial, delay in enumerate((0.15, 0.4, 0.9)):
+        child = subprocess.Popen([sys.executable, '-c', CHILD, str(path)], stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == 'ready'
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL); child.wait()
+        state = load_checkpoint(path)               # whichever version, it is complete
+        assert state['config'] in ({'marker': 'old'}, {}), trial
+        assert state['model']['w'].numel() in (10, 4_000_000)
+
+
+# ---- through the command line ---------------------------------------------------------------------------------
+
+def test_cli_train_writes_every_artefact_then_evaluate_agrees(tmp_path, run_cli):
+    out = tmp_path/'run'
+    args = ['mnist', '--output-dir', str(out), '--no-progress', '--set', 'train.epochs=2', '--set', 'data.train_subset=512',
+            '--set', 'data.val_size=256', '--set', 'train.batch_size=128']
+    code, stdout, err = run_cli('train', *args)
+    assert code == 0, err
+    for name in ('config.yaml', 'environment.json', 'train.log', 'metrics.jsonl', 'training_curves.png', 'results.json',
+                 'checkpoints/last.pth', 'checkpoints/best_model.pth', 'checkpoints/swa_model.pth'):
+        assert (out/name).is_file() and (out/name).stat().st_size > 0, name
+    assert len((out/'metrics.jsonl').read_text().splitlines()) == 2
+    assert 'epoch   2/2' in (out/'train.log').read_text()
+    env = json.loads((out/'environment.json').read_text())
+    assert env['torch'] == torch.__version__ and env['python'] == '.'.join(map(str, sys.version_info[:3]))
+    results = json.loads((out/'results.json').read_text())
+    code, stdout, err = run_cli('evaluate', 'mnist', str(out/'checkpoints'/'best_model.pth'))
+    assert code == 0, err
+    assert f'test accuracy: {results["test_acc"]:.4f}' in stdout
+
+    # the same folder again: refused without --resume or --overwrite, and nothing is touched
+    before = (out/'checkpoints'/'last.pth').read_bytes()
+    code, stdout, err = run_cli('train', *args)
+    assert code == 2 and 'already holds a run; pass --resume' in error_line(err)
+    assert (out/'checkpoints'/'last.pth').read_bytes() == before
+    # another architecture is named at its first differing layer
+    code, stdout, err = run_cli('evaluate', 'cifar10', str(out/'checkpoints'/'best_model.pth'))
+    assert code == 2 and 'stem.0.0.weight has shape [32, 1, 3, 3] in the checkpoint but [64, 1, 3, 3]' in error_line(err)
+
+
+def test_cli_cifar10_smoke_run_with_autoaugment_cutmix_and_swa(tmp_path, run_cli):
+    out = tmp_path/'cifar'
+    code, stdout, err = run_cli('train', 'cifar10', '--output-dir', str(out), '--no-progress', '--set', 'train.epochs=2',
+                                '--set', 'data.train_subset=256', '--set', 'data.val_size=200', '--set', 'train.batch_size=128')
+    assert code == 0, err
+    cfg = load_checkpoint(out/'checkpoints'/'last.pth')['config']
+    assert cfg['augment']['autoaugment'] == 'cifar10' and cfg['augment']['cutmix_alpha'] == 1.0
+    assert (out/'checkpoints'/'swa_model.pth').is_file()
+    assert json.loads((out/'results.json').read_text())['swa_val_acc'] >= 0
+
+
+def test_resume_without_a_run_is_a_clear_error(tmp_path, run_cli):
+    code, stdout, err = run_cli('train', 'mnist', '--output-dir', str(tmp_path/'none'), '--resume')
+    assert code == 2 and 'nothing to resume' in error_line(err)
