@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['TrainingError', 'CheckpointError', 'param_groups', 'build_optimizer', 'lr_factor', 'build_scheduler',
            'swa_first_epoch', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'model_from_checkpoint', 'autocast',
-           'check_precision', 'predict_logits', 'prepare_output_dir', 'environment_info', 'default_device', 'Trainer',
-           'plot_history']
+           'check_precision', 'predict_logits', 'prepare_output_dir', 'cpu_name', 'environment_info', 'default_device',
+           'Trainer', 'plot_history']
 
-# %% ../nbs/04_training.ipynb #1f83da9a
+# %% ../nbs/04_training.ipynb #563da36a
 import functools, io, json, logging, math, os, platform, shutil, subprocess, sys, time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -24,14 +24,14 @@ from .models import AdaptiveCNN, count_parameters
 from .data import Dataset, ImageData, load_data, place_data, epoch_order, iterate_batches, normalize
 from .augment import BatchAugment
 
-# %% ../nbs/04_training.ipynb #de3ca975
+# %% ../nbs/04_training.ipynb #c5d2a232
 class TrainingError(AdaptiveCNNError):
     "Training could not go on (a non-finite loss, for instance); exit code 1."
 
 class CheckpointError(UsageError):
     "A checkpoint file that is missing, corrupt, unsafe or from another model."
 
-# %% ../nbs/04_training.ipynb #07fcc0f5
+# %% ../nbs/04_training.ipynb #a79353fb
 def param_groups(model:nn.Module, weight_decay:float) -> list[dict]:
     "Two optimiser groups: weights with `weight_decay`, and BatchNorm parameters and biases without."
     params = [p for p in model.parameters() if p.requires_grad]
@@ -44,7 +44,7 @@ def build_optimizer(model:nn.Module, t:TrainConfig) -> torch.optim.Optimizer:
     if t.optimizer == 'adamw': return torch.optim.AdamW(groups, lr=t.lr)
     return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov)
 
-# %% ../nbs/04_training.ipynb #7cd94cbf
+# %% ../nbs/04_training.ipynb #37afa751
 def lr_factor(step:int, total_steps:int, warmup_steps:int) -> float:
     "Multiplier of the peak learning rate at `step`: linear warmup, then cosine annealing to 0 at `total_steps`."
     if step < warmup_steps: return (step + 1) / warmup_steps
@@ -57,13 +57,13 @@ def build_scheduler(optimizer, t:TrainConfig, steps_per_epoch:int) -> torch.opti
     factor = functools.partial(lr_factor, total_steps=total, warmup_steps=round(t.warmup_fraction * total))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
-# %% ../nbs/04_training.ipynb #cdeeb631
+# %% ../nbs/04_training.ipynb #d49476e1
 def swa_first_epoch(t:TrainConfig) -> int|None:
     "Index of the first epoch that is averaged, or None without SWA."
     if t.swa_start is None: return None
     return min(math.floor(t.swa_start * t.epochs), t.epochs - 1)
 
-# %% ../nbs/04_training.ipynb #dbbab31e
+# %% ../nbs/04_training.ipynb #935a453c
 def save_checkpoint(state:dict, path:str|os.PathLike):
     "Write `state` to `path` atomically."
     with atomic_write(path, 'wb') as f: torch.save(state, f)
@@ -82,7 +82,7 @@ def load_checkpoint(path:str|os.PathLike) -> dict:
         raise CheckpointError(f'{path}: not an adaptive_cnn checkpoint (no model and config in it)')
     return state
 
-# %% ../nbs/04_training.ipynb #950e2ad0
+# %% ../nbs/04_training.ipynb #16368e28
 def load_weights(model:nn.Module, weights:dict, source:str):
     "Load `weights` into `model`, or `CheckpointError` naming the first parameter that does not fit."
     own = model.state_dict()
@@ -100,7 +100,7 @@ def model_from_checkpoint(state:dict, source:str='checkpoint') -> tuple[Adaptive
     load_weights(model, state['model'], source)
     return model.eval(), cfg
 
-# %% ../nbs/04_training.ipynb #5e0da626
+# %% ../nbs/04_training.ipynb #ded1c939
 def autocast(device:torch.device, precision:str):
     "The autocast context for `precision` ('bf16', 'fp16' or 'fp32') on `device`."
     dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
@@ -111,7 +111,7 @@ def check_precision(precision:str, device:torch.device):
     if precision == 'fp16' and device.type != 'cuda':
         raise UsageError(f'train.precision = fp16 needs a CUDA GPU (this run is on {device.type}); use bf16 or fp32')
 
-# %% ../nbs/04_training.ipynb #9d8040af
+# %% ../nbs/04_training.ipynb #bfe166f3
 @torch.no_grad()
 def predict_logits(model:nn.Module, data:ImageData, mean:list[float], std:list[float], batch_size:int=1024,
                    device:torch.device|str='cpu', precision:str='bf16', channels_last:bool=True) -> torch.Tensor:
@@ -125,7 +125,7 @@ def predict_logits(model:nn.Module, data:ImageData, mean:list[float], std:list[f
         with autocast(device, precision): out.append(model(x).float())
     return torch.cat(out)
 
-# %% ../nbs/04_training.ipynb #1757660d
+# %% ../nbs/04_training.ipynb #4bc245a2
 def prepare_output_dir(out:Path, resume:bool, overwrite:bool):
     "Create `out`, refusing to reuse an existing run's folder unless resuming or overwriting; check it is writable."
     last = out/'checkpoints'/'last.pth'
@@ -138,6 +138,11 @@ def prepare_output_dir(out:Path, resume:bool, overwrite:bool):
         probe.write_bytes(b'ok'); probe.unlink()
     except OSError as e: raise UsageError(f'{out}: output folder is not writable ({e.strerror}); choose another --output-dir') from None
 
+def cpu_name() -> str:
+    "The processor's model name (Linux), else what `platform` knows."
+    try: return next(l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
+
 def environment_info(device:torch.device) -> dict:
     "Versions, device and git commit, saved next to a run for reproducibility."
     try: commit = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, timeout=5,
@@ -146,14 +151,14 @@ def environment_info(device:torch.device) -> dict:
     import torchvision
     return dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
                 adaptive_cnn=adaptive_cnn.__version__, device=str(device),
-                device_name=torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine(),
+                device_name=torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{cpu_name()}, {os.cpu_count()} cores',
                 threads=torch.get_num_threads(), git_commit=commit, command=' '.join(sys.argv))
 
 def default_device() -> torch.device:
     "The first GPU if there is one, else the CPU."
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
-# %% ../nbs/04_training.ipynb #18a8c986
+# %% ../nbs/04_training.ipynb #d32f7c35
 class Trainer:
     "Trains an AdaptiveCNN with the config's recipe; `fit()` runs it, resumable from `last.pth`."
     def __init__(self,
@@ -212,7 +217,7 @@ class Trainer:
         "Release the log files."
         for h in list(self.log.handlers): h.close(); self.log.removeHandler(h)
 
-# %% ../nbs/04_training.ipynb #1d63ffc3
+# %% ../nbs/04_training.ipynb #d5fdef7d
 def _train_step(self:Trainer, batch:ImageData, generator:torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     "Augment, forward, backward, clip, step. Returns (summed loss, correct predictions) as device tensors."
     t = self.cfg.train
@@ -235,7 +240,7 @@ def _train_step(self:Trainer, batch:ImageData, generator:torch.Generator) -> tup
 
 Trainer.train_step = _train_step
 
-# %% ../nbs/04_training.ipynb #e3599cb3
+# %% ../nbs/04_training.ipynb #da20a0e7
 def _check_finite(self:Trainer):
     if int(self._bad_step) >= 0:
         step_in_epoch = int(self._bad_step) - self.epoch * self.steps_per_epoch + 1
@@ -278,7 +283,7 @@ def _validate(self:Trainer, model:nn.Module, split:ImageData) -> tuple[float, fl
 
 Trainer._check_finite, Trainer.train_epoch, Trainer.validate = _check_finite, _train_epoch, _validate
 
-# %% ../nbs/04_training.ipynb #0f9a9fe1
+# %% ../nbs/04_training.ipynb #34320791
 def _start_swa(self:Trainer):
     "Hand the learning rate to SWALR (annealed over one epoch) and create the weight average."
     t = self.cfg.train
@@ -296,7 +301,7 @@ def _finish_swa(self:Trainer) -> nn.Module:
 
 Trainer.start_swa, Trainer.finish_swa = _start_swa, _finish_swa
 
-# %% ../nbs/04_training.ipynb #15a841f4
+# %% ../nbs/04_training.ipynb #b02c2250
 def _state(self:Trainer) -> dict:
     "Everything needed to continue the run, as plain data."
     return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
@@ -329,7 +334,7 @@ def _model_state(self:Trainer, model:nn.Module, kind:str, val_acc:float) -> dict
 
 Trainer.state, Trainer._restore, Trainer.model_state = _state, _restore, _model_state
 
-# %% ../nbs/04_training.ipynb #054d4f2e
+# %% ../nbs/04_training.ipynb #6a315718
 def plot_history(history:list[dict], path:Path|None=None):
     "Loss, accuracy and learning rate per epoch; saved to `path` (atomically) if given, else returned."
     import matplotlib
@@ -358,7 +363,7 @@ def _record(self:Trainer, metrics:dict):
 
 Trainer.record = _record
 
-# %% ../nbs/04_training.ipynb #a6e6163c
+# %% ../nbs/04_training.ipynb #719b3264
 def _fit(self:Trainer, until_epoch:int|None=None) -> dict:
     "Train to the end (or to `until_epoch`); returns the run's results."
     t, ckpt = self.cfg.train, self.out/'checkpoints'
