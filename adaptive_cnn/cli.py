@@ -7,24 +7,24 @@ __all__ = ['COMMANDS', 'ArgumentParser', 'build_parser', 'config_from_args', 'No
            'profile_config', 'format_profile', 'profile_command', 'train_command', 'evaluate_command',
            'not_implemented', 'main']
 
-# %% ../nbs/10_cli.ipynb #59fd64e0
+# %% ../nbs/10_cli.ipynb #68db8390
 import argparse, json, sys, traceback
 import torch
 import adaptive_cnn
 from .config import AdaptiveCNNError, UsageError, load_config
 from .models import AdaptiveCNN, model_summary
-from .config import builtin_configs
+from .config import builtin_configs, config_from_dict
 from .data import load_data
 from .training import Trainer, load_checkpoint, load_weights, predict_logits, default_device
 from dataclasses import replace
 
-# %% ../nbs/10_cli.ipynb #0c5cd2d7
+# %% ../nbs/10_cli.ipynb #f56ae1f6
 class ArgumentParser(argparse.ArgumentParser):
     "argparse, reporting usage mistakes as one line that points to `--help`."
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
-# %% ../nbs/10_cli.ipynb #6e31f777
+# %% ../nbs/10_cli.ipynb #db14f391
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument('--set', dest='overrides', action='append', default=[], metavar='SECTION.KEY=VALUE',
@@ -62,7 +62,7 @@ def build_parser() -> ArgumentParser:
     profile.add_argument('--json', action='store_true', help='print one JSON object')
     return parser
 
-# %% ../nbs/10_cli.ipynb #66b654c4
+# %% ../nbs/10_cli.ipynb #cfea8d05
 def config_from_args(args:argparse.Namespace):
     "The resolved config for parsed command-line `args`."
     overrides = list(args.overrides)
@@ -70,7 +70,7 @@ def config_from_args(args:argparse.Namespace):
     if args.output_dir is not None: overrides.append(f'output.dir={json.dumps(args.output_dir)}')
     return load_config(args.config, overrides)
 
-# %% ../nbs/10_cli.ipynb #9c256b6e
+# %% ../nbs/10_cli.ipynb #2fe486a2
 class NotImplementedYet(UsageError):
     "A subcommand whose implementation has not landed yet."
 
@@ -125,19 +125,19 @@ def train_command(args) -> int:
 def evaluate_command(args) -> int:
     "Print the test accuracy of a checkpoint."
     cfg = config_from_args(args)
+    if args.tta: raise NotImplementedYet('adaptive-cnn evaluate --tta: test-time augmentation is not implemented yet')
     state = load_checkpoint(args.checkpoint)
-    trained = state['config']['data']
-    # the checkpoint knows the statistics, classes and input size it was trained with; the config says where the data is
-    data_cfg = replace(cfg.data, **{k: trained[k] for k in ('image_size', 'channels', 'num_classes', 'classes', 'mean', 'std')})
-    cfg = replace(cfg, data=data_cfg)
+    trained = config_from_dict(state['config'])
+    # The data section and seed the checkpoint was trained with decide the test split (a dataset without one has it
+    # carved with that seed) and the normalisation; this call's config decides the architecture and where the data is.
+    cfg = replace(cfg, data=replace(trained.data, root=cfg.data.root), train=replace(cfg.train, seed=trained.train.seed))
     model = AdaptiveCNN.from_config(cfg)
     load_weights(model, state['model'], args.checkpoint)
     device = default_device()
     ds = load_data(cfg)
-    if ds.test is None: raise UsageError(f'{cfg.data.dataset}: the dataset has no test split')
     t = cfg.train
     model = model.to(device).to(memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
-    logits = predict_logits(model, ds.test, data_cfg.mean, data_cfg.std, 2 * t.batch_size, device, t.precision, t.channels_last)
+    logits = predict_logits(model, ds.test, cfg.data.mean, cfg.data.std, 2 * t.batch_size, device, t.precision, t.channels_last)
     correct = int((logits.argmax(1).cpu() == ds.test.labels).sum())
     print(f'test accuracy: {correct / len(ds.test):.4f} ({correct:,} of {len(ds.test):,}) — {args.checkpoint}')
     return 0
@@ -149,7 +149,7 @@ def not_implemented(args) -> int:
 COMMANDS = dict(train=train_command, evaluate=evaluate_command, test=not_implemented, summary=summary_command,
                 profile=profile_command)
 
-# %% ../nbs/10_cli.ipynb #e8114cd6
+# %% ../nbs/10_cli.ipynb #c4457aa9
 def main(argv:list[str]|None=None) -> int:
     "Entry point of `adaptive-cnn`: run one subcommand and return its exit code."
     args = build_parser().parse_args(argv)

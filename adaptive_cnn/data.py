@@ -9,7 +9,7 @@ __all__ = ['MNIST_FAMILY', 'CIFAR10_BIN', 'CIFAR10_PY', 'DATASETS', 'DataError',
            'read_npz', 'read_dataset', 'stratified_holdout', 'channel_stats', 'Dataset', 'load_data', 'epoch_order',
            'iterate_batches', 'fits_on_device', 'place_data', 'normalize', 'preprocess_image']
 
-# %% ../nbs/02_data.ipynb #53b3275c
+# %% ../nbs/02_data.ipynb #ac76115e
 import difflib, gzip, json, os, pickle
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from .config import Config, DataConfig, UsageError
 
-# %% ../nbs/02_data.ipynb #16aa5411
+# %% ../nbs/02_data.ipynb #369bb59c
 class DataError(UsageError):
     "Data that cannot be read or used: a missing or corrupt file, bad labels, an unknown dataset."
 
-# %% ../nbs/02_data.ipynb #2e4bed44
+# %% ../nbs/02_data.ipynb #8f1e4466
 @dataclass
 class ImageData:
     "One split held in memory: uint8 images N×C×H×W and int64 labels N."
@@ -47,7 +47,7 @@ class ImageData:
         "Number of samples of each class."
         return torch.bincount(self.labels.cpu(), minlength=num_classes).tolist()
 
-# %% ../nbs/02_data.ipynb #08e10135
+# %% ../nbs/02_data.ipynb #83a58a12
 @dataclass
 class RawDataset:
     "A dataset as its files hold it, before any split or check."
@@ -57,7 +57,7 @@ class RawDataset:
     source:str                                            # where it was read from, for messages
     notes:list[str] = field(default_factory=list)         # what the reader had to adjust (e.g. resized images)
 
-# %% ../nbs/02_data.ipynb #5ebd33f6
+# %% ../nbs/02_data.ipynb #6621a159
 def read_idx(path:Path) -> np.ndarray:
     "The array stored in the IDX file `path` (gzipped or not)."
     raw = Path(path).read_bytes()
@@ -72,7 +72,7 @@ def read_idx(path:Path) -> np.ndarray:
     if data.size != int(np.prod(dims)): raise DataError(f'{path}: truncated IDX file ({data.size} of {int(np.prod(dims))} values); download it again')
     return data.reshape(dims)
 
-# %% ../nbs/02_data.ipynb #5d9fd1dc
+# %% ../nbs/02_data.ipynb #685e45f2
 import torchvision.datasets as tvd
 
 MNIST_FAMILY = {'mnist': tvd.MNIST, 'fashionmnist': tvd.FashionMNIST, 'kmnist': tvd.KMNIST}
@@ -85,10 +85,10 @@ def _find(folder:Path, name:str) -> Path|None:
 
 def _download_or_fail(download:bool, fetch, expected:str):
     "Run `fetch()` (a torchvision download) if allowed; on failure raise `DataError` listing the `expected` files."
-    hint = 'the download failed' if download else 'downloads are off (data.download=false)'
+    hint = 'downloads are off (data.download=false)'
     if download:
         try: return fetch()
-        except Exception: pass
+        except Exception as e: hint = f'the download failed ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})'
     raise DataError(f'{expected}; {hint}. Put the files there or point data.root / $ADAPTIVE_CNN_DATA at a folder that has them')
 
 def read_mnist_family(name:str, root:Path, download:bool=True) -> RawDataset:
@@ -105,7 +105,7 @@ def read_mnist_family(name:str, root:Path, download:bool=True) -> RawDataset:
     classes = [c.split(' - ')[0] for c in cls.classes]   # MNIST's '0 - zero' → '0'
     return RawDataset(splits['train'], splits['test'], classes, str(folder))
 
-# %% ../nbs/02_data.ipynb #ad8a69a9
+# %% ../nbs/02_data.ipynb #1fc313c4
 CIFAR10_BIN = 'cifar-10-batches-bin'
 CIFAR10_PY = 'cifar-10-batches-py'
 _CIFAR_BATCHES = {'train': [f'data_batch_{i}' for i in range(1, 6)], 'test': ['test_batch']}
@@ -116,15 +116,17 @@ def read_cifar10_bin(folder:Path) -> RawDataset:
     for split, names in _CIFAR_BATCHES.items():
         records = []
         for name in names:
-            raw = np.fromfile(folder/f'{name}.bin', dtype=np.uint8)
+            try: raw = np.fromfile(folder/f'{name}.bin', dtype=np.uint8)
+            except OSError as e: raise DataError(f'{folder/name}.bin: cannot read CIFAR-10 batch ({e.strerror}); the binary version needs data_batch_1..5.bin and test_batch.bin') from None
             if raw.size == 0 or raw.size % 3073: raise DataError(f'{folder/name}.bin: truncated CIFAR-10 batch ({raw.size} bytes is not a whole number of 3,073-byte records)')
             records.append(raw.reshape(-1, 3073))
         records = np.concatenate(records)
         splits[split] = ImageData(torch.from_numpy(records[:, 1:].reshape(-1, 3, 32, 32).copy()), torch.from_numpy(records[:, 0].astype(np.int64)))
-    classes = [l.strip() for l in (folder/'batches.meta.txt').read_text().splitlines() if l.strip()]
+    try: classes = [l.strip() for l in (folder/'batches.meta.txt').read_text().splitlines() if l.strip()]
+    except OSError as e: raise DataError(f'{folder}/batches.meta.txt: cannot read the class names ({e.strerror})') from None
     return RawDataset(splits['train'], splits['test'], classes, str(folder))
 
-# %% ../nbs/02_data.ipynb #c0e1e522
+# %% ../nbs/02_data.ipynb #5157b6a0
 class _ArrayUnpickler(pickle.Unpickler):
     "Unpickler that can only rebuild numpy arrays and builtin containers: loading never runs other code."
     # `_codecs.encode` is how protocol-2 pickles carry raw bytes; it only converts text to bytes.
@@ -139,7 +141,8 @@ def load_array_pickle(path:Path) -> dict:
     "The dict in the pickle file `path`, allowing only numpy arrays and builtin types."
     try:
         with open(path, 'rb') as f: return _ArrayUnpickler(f, encoding='bytes').load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+    except OSError as e: raise DataError(f'{path}: cannot read ({e.strerror}); download the dataset again') from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
         raise DataError(f'{path}: not a CIFAR batch file ({e}); download it again') from None
 
 def _key(d:dict, name:str):
@@ -157,7 +160,7 @@ def read_cifar_py(folder:Path, batches:dict, label_key:str, meta:str, names_key:
     classes = [c.decode() if isinstance(c, bytes) else c for c in _key(load_array_pickle(folder/meta), names_key)]
     return RawDataset(splits['train'], splits['test'], classes, str(folder))
 
-# %% ../nbs/02_data.ipynb #9055008d
+# %% ../nbs/02_data.ipynb #03ea65f9
 def read_cifar10(root:Path, download:bool=True) -> RawDataset:
     "CIFAR-10 from `<root>/cifar-10-batches-bin` or `<root>/cifar-10-batches-py`."
     root = Path(root)
@@ -176,7 +179,7 @@ def read_cifar100(root:Path, download:bool=True) -> RawDataset:
                           f'CIFAR-100 not found: expected train, test and meta in {folder}')
     return read_cifar_py(folder, {'train': ['train'], 'test': ['test']}, 'fine_labels', 'meta', 'fine_label_names')
 
-# %% ../nbs/02_data.ipynb #06bb98e3
+# %% ../nbs/02_data.ipynb #a51666ce
 def read_svhn(root:Path, download:bool=True) -> RawDataset:
     "SVHN (cropped digits) from `<root>/train_32x32.mat` and `<root>/test_32x32.mat`."
     root = Path(root)
@@ -187,7 +190,7 @@ def read_svhn(root:Path, download:bool=True) -> RawDataset:
     data = {s: ImageData(torch.from_numpy(d.data), torch.from_numpy(d.labels.astype(np.int64))) for s, d in splits.items()}
     return RawDataset(data['train'], data['test'], [str(i) for i in range(10)], str(root))
 
-# %% ../nbs/02_data.ipynb #f6d2f325
+# %% ../nbs/02_data.ipynb #ef9b9fe7
 from torchvision.datasets.folder import find_classes, make_dataset, IMG_EXTENSIONS
 
 def list_image_folder(folder:Path) -> tuple[list[str], list[tuple[str, int]]]:
@@ -200,7 +203,7 @@ def list_image_folder(folder:Path) -> tuple[list[str], list[tuple[str, int]]]:
                         f'{"/".join(x.lstrip(".") for x in IMG_EXTENSIONS)} files') from None
     return classes, samples
 
-# %% ../nbs/02_data.ipynb #a2cd5e93
+# %% ../nbs/02_data.ipynb #805edfdc
 _GRAY_MODES = {'1', 'L', 'LA', 'I', 'I;16', 'F'}
 
 def decode_image(path:str|Path, mode:str, size:tuple[int, int]|None) -> np.ndarray:
@@ -234,7 +237,7 @@ def decode_images(paths:list, channels:int|None=None, size:tuple[int, int]|None=
     arrays = list(ThreadPoolExecutor().map(lambda p: decode_image(p, mode, tuple(size)), paths))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), notes
 
-# %% ../nbs/02_data.ipynb #b8ecd5c7
+# %% ../nbs/02_data.ipynb #30a31aed
 def _read_folder_split(folder:Path, channels, size) -> tuple[ImageData, list[str], list[str]]:
     classes, samples = list_image_folder(folder)
     images, notes = decode_images([p for p, _ in samples], channels, size)
@@ -256,7 +259,7 @@ def read_image_folder(folder:Path, channels:int|None=None, size:tuple[int, int]|
     train, classes, notes = _read_folder_split(folder, channels, size)
     return RawDataset(train, None, classes, str(folder), notes)
 
-# %% ../nbs/02_data.ipynb #a2dc339f
+# %% ../nbs/02_data.ipynb #ca465a21
 def _npz_split(z, xk:str, yk:str, path:Path) -> ImageData:
     x, y = z[xk], z[yk]
     if x.dtype != np.uint8 or x.ndim not in (3, 4):
@@ -276,12 +279,14 @@ def read_npz(path:Path) -> RawDataset:
         missing = [k for k in ('x', 'y') if k not in z.files]
         if missing: raise DataError(f'{path}: missing array {missing[0]!r}; a dataset .npz needs x (images) and y (labels), found {z.files}')
         train = _npz_split(z, 'x', 'y', path)
+        if ('x_test' in z.files) != ('y_test' in z.files):
+            raise DataError(f'{path}: has only one of x_test and y_test; a test split needs both (or neither)')
         test = _npz_split(z, 'x_test', 'y_test', path) if 'x_test' in z.files else None
         n = int(max(train.labels.max(), -1 if test is None else test.labels.max())) + 1
         classes = [str(c) for c in z['classes']] if 'classes' in z.files else [str(i) for i in range(n)]
     return RawDataset(train, test, classes, str(path))
 
-# %% ../nbs/02_data.ipynb #88fa1a5c
+# %% ../nbs/02_data.ipynb #06ee0f85
 DATASETS = {'mnist': lambda root, dl: read_mnist_family('mnist', root, dl),
             'fashionmnist': lambda root, dl: read_mnist_family('fashionmnist', root, dl),
             'kmnist': lambda root, dl: read_mnist_family('kmnist', root, dl),
@@ -301,7 +306,7 @@ def read_dataset(data:DataConfig) -> RawDataset:
     raise DataError(f"data.dataset = '{name}': unknown dataset{hint}; known: {', '.join(DATASETS)}, "
                     "or the path of an image folder or a .npz file")
 
-# %% ../nbs/02_data.ipynb #ec590b56
+# %% ../nbs/02_data.ipynb #3d267b5d
 from sklearn.model_selection import train_test_split
 
 def stratified_holdout(labels:torch.Tensor, size:int, seed:int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,7 +319,7 @@ def stratified_holdout(labels:torch.Tensor, size:int, seed:int) -> tuple[torch.T
     kept, held = train_test_split(np.arange(n), test_size=size, stratify=stratify, random_state=seed)
     return torch.from_numpy(np.sort(kept)), torch.from_numpy(np.sort(held))
 
-# %% ../nbs/02_data.ipynb #df0bb847
+# %% ../nbs/02_data.ipynb #5ab0a0f3
 def channel_stats(images:torch.Tensor, chunk:int=4096) -> tuple[list[float], list[float]]:
     "Per-channel mean and standard deviation of uint8 N×C×H×W `images`, pixels scaled to [0, 1]."
     total = torch.zeros(images.shape[1], dtype=torch.float64)
@@ -327,7 +332,7 @@ def channel_stats(images:torch.Tensor, chunk:int=4096) -> tuple[list[float], lis
     std = (squares / count - mean ** 2).clamp_min(0).sqrt()
     return mean.tolist(), std.tolist()
 
-# %% ../nbs/02_data.ipynb #29444a4f
+# %% ../nbs/02_data.ipynb #e3877bef
 @dataclass
 class Dataset:
     "Train, validation and test splits in memory, with the data config completed from the data."
@@ -349,7 +354,7 @@ class Dataset:
                     mean=[round(m, 6) for m in mean], std=[round(s, 6) for s in std],
                     class_counts=self.train.class_counts(d.num_classes), notes=self.notes)
 
-# %% ../nbs/02_data.ipynb #724daed7
+# %% ../nbs/02_data.ipynb #750fe818
 def _check_labels(split:ImageData, num_classes:int, what:str, source:str):
     if len(split) == 0: raise DataError(f'{source}: the {what} split is empty')
     lo, hi = int(split.labels.min()), int(split.labels.max())
@@ -376,7 +381,7 @@ def _to_gray(x:torch.Tensor) -> torch.Tensor:
     w = torch.tensor([299, 587, 114], dtype=torch.int32)[None, :, None, None]
     return ((x.to(torch.int32) * w).sum(1, keepdim=True) + 500).div(1000, rounding_mode='floor').to(torch.uint8)
 
-# %% ../nbs/02_data.ipynb #8ab6c822
+# %% ../nbs/02_data.ipynb #04dc151f
 def load_data(cfg:Config) -> Dataset:
     "Read, check, split and describe the dataset of `cfg`: the splits in memory and the completed data config."
     d, seed = cfg.data, cfg.train.seed
@@ -388,6 +393,11 @@ def load_data(cfg:Config) -> Dataset:
     for split, what in ((raw.train, 'training'), (raw.test, 'test')):
         if split is not None: _check_labels(split, num_classes, what, raw.source)
     channels = d.channels or raw.train.images.shape[1]
+    for key in ('mean', 'std'):
+        stats = getattr(d, key)
+        if stats is not None and len(stats) != channels:
+            raise DataError(f'{raw.source}: data.{key} has {len(stats)} values but the images have {channels} channels; '
+                            f'give one per channel or set data.{key}=null to compute it')
     size = tuple(d.image_size or raw.train.images.shape[2:])
     train, test = (_conform(s, channels, size, notes, w) for s, w in ((raw.train, 'train'), (raw.test, 'test')))
     if test is None:
@@ -396,9 +406,11 @@ def load_data(cfg:Config) -> Dataset:
         train, test = train[kept], train[held]
         notes.append(f'no test split in {raw.source}: {test_size} training images held out as test')
     val_size = d.val_size if d.val_size is not None else min(5000, round(0.1 * len(train)))
+    if val_size < 1: raise DataError(f'{raw.source}: {len(train)} training images are too few to hold out a validation split')
     kept, held = stratified_holdout(train.labels, val_size, seed)
     train, val = train[kept], train[held]
-    if d.train_subset is not None: train = train[:d.train_subset]
+    if d.train_subset is not None and d.train_subset < len(train):
+        train = train[stratified_holdout(train.labels, len(train) - d.train_subset, seed)[1]]
     missing = [classes[i] for i, n in enumerate(train.class_counts(num_classes)) if n == 0]
     if missing: raise DataError(f'{raw.source}: no training images of class {missing[0]!r}; every class needs examples (check data.train_subset)')
     mean, std = (d.mean, d.std) if d.mean is not None and d.std is not None else channel_stats(train.images)
@@ -407,7 +419,7 @@ def load_data(cfg:Config) -> Dataset:
                    mean=[round(m, 6) for m in mean], std=[round(s, 6) for s in std], val_size=val_size)
     return Dataset(train, val, test, data, notes)
 
-# %% ../nbs/02_data.ipynb #ee2b1ee5
+# %% ../nbs/02_data.ipynb #66a64dde
 def epoch_order(n:int, seed:int, epoch:int) -> torch.Tensor:
     "The permutation of `n` samples used in `epoch` of a run seeded with `seed`."
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -420,7 +432,7 @@ def iterate_batches(data:ImageData, batch_size:int, order:torch.Tensor|None=None
     for i in range(0, stop, batch_size):
         yield data[order[i:i + batch_size].to(data.images.device)]
 
-# %% ../nbs/02_data.ipynb #8eb22b74
+# %% ../nbs/02_data.ipynb #d5aa0f29
 def fits_on_device(nbytes:int, device:torch.device, budget:float=0.5) -> bool:
     "Whether `nbytes` take at most `budget` of the free memory of `device` (always true on the CPU)."
     device = torch.device(device)
@@ -436,14 +448,14 @@ def place_data(ds:Dataset, device:torch.device, budget:float=0.5) -> Dataset:
     else: train, val = (ImageData(s.images.pin_memory(), s.labels.pin_memory()) for s in (ds.train, ds.val))
     return replace(ds, train=train, val=val)
 
-# %% ../nbs/02_data.ipynb #84cb3c8d
+# %% ../nbs/02_data.ipynb #80292708
 def normalize(images:torch.Tensor, mean:list[float], std:list[float], dtype=torch.float32) -> torch.Tensor:
     "uint8 N×C×H×W → float `(x / 255 - mean) / std`, per channel."
     scale = torch.tensor([1 / (255 * s) for s in std], device=images.device, dtype=dtype)[:, None, None]
     shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=images.device, dtype=dtype)[:, None, None]
     return torch.addcmul(shift, images.to(dtype), scale)
 
-# %% ../nbs/02_data.ipynb #1eb6f4d4
+# %% ../nbs/02_data.ipynb #8348d896
 def preprocess_image(image:Image.Image, data:DataConfig) -> torch.Tensor:
     "A PIL image → the normalised 1×C×H×W tensor the network expects, with the dataset's inference preprocessing."
     x = torch.from_numpy(np.asarray(image.convert('L' if data.channels == 1 else 'RGB'), dtype=np.uint8).copy())
