@@ -8,7 +8,7 @@ __all__ = ['AdaptiveCNNError', 'UsageError', 'ConfigError', 'option', 'describe_
            'check_config', 'builtin_configs', 'resolve_config_path', 'read_yaml', 'merge_values', 'parse_override',
            'config_from_dict', 'load_config', 'atomic_write', 'save_config']
 
-# %% ../nbs/00_config.ipynb #14b0e7f7
+# %% ../nbs/00_config.ipynb #14a017b9
 import copy, dataclasses, difflib, json, os, re, tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, asdict
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 import yaml
 
-# %% ../nbs/00_config.ipynb #f34edf45
+# %% ../nbs/00_config.ipynb #04d37a98
 class AdaptiveCNNError(Exception):
     "An error the user can fix; the CLI prints it as one line, without a traceback."
     exit_code = 1
@@ -29,7 +29,7 @@ class UsageError(AdaptiveCNNError):
 class ConfigError(UsageError):
     "A config file, key or value that cannot be used."
 
-# %% ../nbs/00_config.ipynb #8bf1b1e3
+# %% ../nbs/00_config.ipynb #1e5bdecc
 def option(default:Any,           # default value (lists are copied for each instance)
            *,
            gt:float=None,         # value must be greater than this
@@ -42,7 +42,7 @@ def option(default:Any,           # default value (lists are copied for each ins
     kw = dict(default_factory=lambda: copy.deepcopy(default)) if isinstance(default, list) else dict(default=default)
     return field(**kw, metadata={k: v for k, v in bounds.items() if v is not None})
 
-# %% ../nbs/00_config.ipynb #1ea6419f
+# %% ../nbs/00_config.ipynb #41f9141d
 _OPS = dict(gt=('>', lambda a, b: a > b), ge=('>=', lambda a, b: a >= b),
             lt=('<', lambda a, b: a < b), le=('<=', lambda a, b: a <= b))
 
@@ -54,7 +54,7 @@ def in_range(value, bounds:dict) -> bool:
     "Whether `value` satisfies every bound in `bounds`."
     return all(_OPS[k][1](value, v) for k, v in bounds.items())
 
-# %% ../nbs/00_config.ipynb #f73216a8
+# %% ../nbs/00_config.ipynb #f816106e
 @dataclass
 class DataConfig:
     "Which data, where it is, how it is split and normalised."
@@ -72,7 +72,7 @@ class DataConfig:
     download:bool = True                                 # download known datasets (torchvision, checksums verified) when missing
     invert_threshold:Optional[int] = option(None, ge=0, le=255) # inference: invert images whose mean intensity is above this
 
-# %% ../nbs/00_config.ipynb #a9472505
+# %% ../nbs/00_config.ipynb #f52a48ac
 @dataclass
 class ModelConfig:
     "The AdaptiveCNN architecture: stem, residual stages with Squeeze-and-Excitation, classifier."
@@ -97,7 +97,7 @@ class AugmentConfig:
     cutmix_alpha:float = option(0.0, ge=0)               # CutMix Beta(α, α) parameter; 0: off
     cutmix_prob:float = option(0.5, ge=0, le=1)          # fraction of batches CutMix is applied to
 
-# %% ../nbs/00_config.ipynb #25d74a74
+# %% ../nbs/00_config.ipynb #e920cdfc
 @dataclass
 class TrainConfig:
     "The optimisation recipe."
@@ -130,7 +130,7 @@ class OutputConfig:
     "Where a run writes checkpoints, logs and figures."
     dir:str = 'outputs'                                  # output folder of the run
 
-# %% ../nbs/00_config.ipynb #d4dcd7e0
+# %% ../nbs/00_config.ipynb #781f5b3d
 @dataclass
 class Config:
     "The whole run configuration: one field per section."
@@ -151,8 +151,9 @@ class Config:
         "Every dotted key, e.g. 'train.epochs'."
         return [f'{s}.{f.name}' for s, sec in cls.sections().items() for f in fields(sec)]
 
-# %% ../nbs/00_config.ipynb #ebb0616b
+# %% ../nbs/00_config.ipynb #fb5c832a
 def _type_name(tp) -> str:
+    if get_origin(tp) is Union: return _type_name(next(a for a in get_args(tp) if a is not type(None)))
     if get_origin(tp) is Literal: return 'one of ' + ', '.join(repr(a) for a in get_args(tp))
     if get_origin(tp) is list: return f'a list of {_type_name(get_args(tp)[0])}s'
     return {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string'}.get(tp, str(tp))
@@ -178,7 +179,7 @@ def _coerce(value, tp):
     if tp is str and isinstance(value, (str, int, float)) and not isinstance(value, bool): return str(value)
     raise TypeError
 
-# %% ../nbs/00_config.ipynb #50d0249a
+# %% ../nbs/00_config.ipynb #d20222ab
 def show(value) -> str:
     "`value` as the user wrote it in YAML: `true`, `null`, `-0.1`, `[2, 2]`, `\"five\"`."
     return json.dumps(value)
@@ -200,7 +201,7 @@ def check_value(value,        # raw value, as YAML parsed it
         raise ConfigError(f'{origin}: {key} = {show(value)} is out of range; expected {allowed}')
     return checked
 
-# %% ../nbs/00_config.ipynb #26b3f2e7
+# %% ../nbs/00_config.ipynb #f2eeb6f3
 def _plural(n:int, word:str) -> str: return f'{n} {word}' + ('' if n == 1 else 's')
 
 def check_config(cfg:Config,
@@ -232,7 +233,7 @@ def check_config(cfg:Config,
         raise ConfigError(f'{where("train.warmup_fraction", "train.swa_start")}: train.warmup_fraction = {t.warmup_fraction} '
                           f'must end before SWA starts (train.swa_start = {t.swa_start})')
 
-# %% ../nbs/00_config.ipynb #8b9846a4
+# %% ../nbs/00_config.ipynb #03e0deff
 def builtin_configs() -> dict[str, Path]:
     "Name → path of the configs shipped with the package."
     folder = resources.files('adaptive_cnn') / 'configs'
@@ -250,7 +251,7 @@ def resolve_config_path(source:str|os.PathLike) -> Path:
     hint = f" (did you mean '{close[0]}'?)" if close else ''
     raise ConfigError(f"unknown config '{source}'{hint}; give a path to a YAML file or a built-in config ({names})")
 
-# %% ../nbs/00_config.ipynb #bedb19e6
+# %% ../nbs/00_config.ipynb #703da987
 def read_yaml(path:Path) -> dict:
     "The mapping in the YAML file `path`, or `ConfigError` naming the file and the line."
     try: text = Path(path).read_text(encoding='utf-8')
@@ -266,7 +267,7 @@ def read_yaml(path:Path) -> dict:
         raise ConfigError(f'{path}: a config must be a mapping of sections ({", ".join(Config.sections())}), got {type(data).__name__}')
     return data
 
-# %% ../nbs/00_config.ipynb #733ea1c1
+# %% ../nbs/00_config.ipynb #ffb6c994
 def _unknown(kind:str, name:str, valid, origin:str) -> ConfigError:
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ''
@@ -290,7 +291,7 @@ def merge_values(resolved:dict, # section → key → value, updated in place
             resolved[section][key] = check_value(value, hints[key], dict(specs[key].metadata), f'{section}.{key}', origin)
             origins[f'{section}.{key}'] = origin
 
-# %% ../nbs/00_config.ipynb #ad90fa5f
+# %% ../nbs/00_config.ipynb #b2bdbe7a
 def parse_override(text:str) -> dict:
     "`'train.epochs=5'` → `{'train': {'epochs': 5}}`."
     key, sep, raw = text.partition('=')
@@ -301,7 +302,7 @@ def parse_override(text:str) -> dict:
     section, name = key.strip().split('.')
     return {section: {name: value}}
 
-# %% ../nbs/00_config.ipynb #e1577e29
+# %% ../nbs/00_config.ipynb #ee6b554d
 def config_from_dict(values:dict) -> Config:
     "A `Config` from section → key → value (already checked)."
     return Config(**{s: cls(**values.get(s, {})) for s, cls in Config.sections().items()})
@@ -320,7 +321,7 @@ def load_config(source:str|os.PathLike|None='mnist', # built-in name or YAML pat
     if cfg.data.root is None: cfg.data.root = os.environ.get('ADAPTIVE_CNN_DATA', 'data')
     return cfg
 
-# %% ../nbs/00_config.ipynb #fc768972
+# %% ../nbs/00_config.ipynb #80cde773
 @contextmanager
 def atomic_write(path:str|os.PathLike, # the file to (over)write
                  mode:str='wb',         # 'wb' for bytes, 'w' for text

@@ -410,7 +410,7 @@ def load_data(cfg:Config) -> Dataset:
     kept, held = stratified_holdout(train.labels, val_size, seed)
     train, val = train[kept], train[held]
     if d.train_subset is not None and d.train_subset < len(train):
-        train = train[stratified_holdout(train.labels, len(train) - d.train_subset, seed)[1]]
+        train = train[stratified_holdout(train.labels, len(train) - d.train_subset, seed)[0]]
     missing = [classes[i] for i, n in enumerate(train.class_counts(num_classes)) if n == 0]
     if missing: raise DataError(f'{raw.source}: no training images of class {missing[0]!r}; every class needs examples (check data.train_subset)')
     mean, std = (d.mean, d.std) if d.mean is not None and d.std is not None else channel_stats(train.images)

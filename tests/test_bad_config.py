@@ -33,6 +33,11 @@ class Case:
 
 
 CASES = [
+    pytest.param(Case('data:\n  val_size: 0\n', ('{cfg}',), ['data.val_size', 'out of range', 'expected an integer > 0']),
+                 id='zero-validation-images'),
+    pytest.param(Case('train:\n  optimizer: sgd\n  momentum: 0\n  nesterov: true\n', ('{cfg}',),
+                      ['Nesterov momentum needs train.momentum > 0']),
+                 id='nesterov-without-momentum'),
     pytest.param(Case('train:\n  epoch: 5\n', ('{cfg}',),
                       ["unknown key in train 'train.epoch'", "did you mean 'train.epochs'", 'valid: ', *TRAIN_KEYS]),
                  id='unknown-key'),

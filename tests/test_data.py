@@ -248,3 +248,30 @@ def test_corrupt_cifar_batch_is_named(cifar, data_root, tmp_path):
     (folder/'data_batch_3.bin').write_bytes((data_root/CIFAR10_BIN/'data_batch_3.bin').read_bytes()[:5000])
     with pytest.raises(DataError, match='data_batch_3.bin: truncated CIFAR-10 batch'):
         read_cifar10(tmp_path, download=False)
+
+
+def test_train_subset_is_stratified_on_class_ordered_data(mnist, tmp_path):
+    _save_digits(mnist, tmp_path/'ordered', per_class=20, classes=range(5))       # read class by class: 0,0,...,4,4
+    cfg = load_config(None, [f'data.dataset={json.dumps(str(tmp_path/"ordered"))}', 'data.val_size=10', 'data.train_subset=20'])
+    ds = load_data(cfg)
+    assert len(ds.train) == 20 and ds.train.class_counts(5) == [4] * 5
+
+
+def test_statistics_of_the_wrong_length_for_the_data(mnist, tmp_path, run_cli):
+    _save_digits(mnist, tmp_path/'gray', per_class=10, classes=range(2))
+    code, out, err = run_cli('profile', str(tmp_path/'gray'), '--set', 'data.mean=[0.5,0.5,0.5]', '--set', 'data.std=[0.2,0.2,0.2]')
+    assert code == 2 and 'data.mean has 3 values but the images have 1 channels' in error_line(err)
+
+
+def test_missing_cifar_files_are_named(data_root, tmp_path):
+    folder = tmp_path/CIFAR10_BIN
+    folder.mkdir()
+    for name in ('data_batch_1.bin', 'data_batch_2.bin'): (folder/name).symlink_to(data_root/CIFAR10_BIN/name)
+    with pytest.raises(DataError, match='data_batch_3.bin: cannot read CIFAR-10 batch'):
+        read_cifar10(tmp_path, download=False)
+
+
+def test_npz_with_half_a_test_split(tmp_path, run_cli):
+    np.savez(tmp_path/'half.npz', x=np.zeros((10, 8, 8), np.uint8), y=np.arange(10) % 2, x_test=np.zeros((4, 8, 8), np.uint8))
+    code, out, err = run_cli('profile', str(tmp_path/'half.npz'))
+    assert code == 2 and 'only one of x_test and y_test' in error_line(err)

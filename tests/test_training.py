@@ -134,10 +134,57 @@ def test_cli_cifar10_smoke_run_with_autoaugment_cutmix_and_swa(tmp_path, run_cli
     assert code == 0, err
     cfg = load_checkpoint(out/'checkpoints'/'last.pth')['config']
     assert cfg['augment']['autoaugment'] == 'cifar10' and cfg['augment']['cutmix_alpha'] == 1.0
-    assert (out/'checkpoints'/'swa_model.pth').is_file()
-    assert json.loads((out/'results.json').read_text())['swa_val_acc'] >= 0
+    swa = load_checkpoint(out/'checkpoints'/'swa_model.pth')
+    results = json.loads((out/'results.json').read_text())
+    assert swa['kind'] == 'SWA model' and swa['val_acc'] == results['swa_val_acc']
+    last = load_checkpoint(out/'checkpoints'/'last.pth')
+    assert last['swa_model'] is not None and last['swa_scheduler']['anneal_epochs'] == 2   # 256 images / 128 per step
 
 
 def test_resume_without_a_run_is_a_clear_error(tmp_path, run_cli):
     code, stdout, err = run_cli('train', 'mnist', '--output-dir', str(tmp_path/'none'), '--resume')
     assert code == 2 and 'nothing to resume' in error_line(err)
+
+
+def test_overwrite_starts_clean_and_stale_temporary_files_go(tmp_path, mnist_data):
+    cfg = small_mnist(tmp_path, 'train.epochs=1')
+    first = Trainer(cfg, progress=False, data=mnist_data); first.fit(); first.close()
+    (tmp_path/'checkpoints'/'.last.pth.abc123.tmp').write_bytes(b'half a checkpoint')
+    second = Trainer(cfg, overwrite=True, progress=False, data=mnist_data); second.fit(); second.close()
+    assert (tmp_path/'train.log').read_text().count('training 709,770 parameters') == 1     # the old log is gone
+    assert not list((tmp_path/'checkpoints').glob('.*.tmp'))
+
+
+def test_resume_reads_data_from_the_new_root(tmp_path, mnist_data):
+    cfg = small_mnist(tmp_path, 'train.epochs=2')
+    first = Trainer(cfg, progress=False, data=mnist_data); first.fit(until_epoch=1); first.close()
+    elsewhere = os.environ['ADAPTIVE_CNN_DATA'].rstrip('/') + '/./'          # the same folder, named differently
+    moved = load_config('mnist', [f'output.dir={json.dumps(str(tmp_path))}', f'data.root={json.dumps(elsewhere)}'])
+    second = Trainer(moved, resume=True, progress=False)                       # reads the data from the new root
+    assert second.cfg.data.root == elsewhere and second.cfg.train.epochs == 2   # root from this call, recipe from the run
+    assert len(second.data.train) == 512
+    second.fit(); second.close()
+    assert second.epoch == 2
+
+
+def test_evaluate_without_a_test_split_uses_the_checkpoints_seed(tmp_path, run_cli):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 60, (400, 12, 12), dtype=np.uint8); y = np.arange(400) % 2
+    x[y == 1, 3:9, 3:9] = 220                           # class 1: a bright square
+    np.savez(tmp_path/'sq.npz', x=x, y=y)
+    out = tmp_path/'run'
+    overrides = [f'data.dataset={json.dumps(str(tmp_path/"sq.npz"))}', 'data.image_size=null', 'data.mean=null', 'data.std=null',
+                 'data.classes=null', 'data.num_classes=null', 'data.val_size=40', 'data.invert_threshold=null',
+                 'model.stem_pool=false', 'train.epochs=2', 'train.batch_size=64', 'train.seed=1']
+    code, stdout, err = run_cli('train', 'mnist', '--output-dir', str(out), '--no-progress', *sum((['--set', o] for o in overrides), []))
+    assert code == 0, err
+    results = json.loads((out/'results.json').read_text())
+    code, stdout, err = run_cli('evaluate', 'mnist', str(out/'checkpoints'/'best_model.pth'), '--set', 'model.stem_pool=false')
+    assert code == 0, err
+    assert f'test accuracy: {results["test_acc"]:.4f} (' in stdout and 'of 40)' in stdout   # the split the run held out
+
+
+def test_evaluate_tta_is_not_silently_ignored(tmp_path, run_cli):
+    code, stdout, err = run_cli('evaluate', 'mnist', str(tmp_path/'x.pth'), '--tta')
+    assert code == 2 and 'test-time augmentation is not implemented yet' in error_line(err)

@@ -5,12 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== notebooks and package in sync (nbdev_clean, nbdev_export, git status)"
+# On a clean clone (CI) git status must stay empty; in a working copy with edits, the two commands must change nothing.
+snapshot() { git status --porcelain -- nbs adaptive_cnn; git diff -- nbs adaptive_cnn; }
+before=$(snapshot)
 nbdev_clean
 nbdev_export
-changed=$(git status --porcelain -- nbs adaptive_cnn)
-if [ -n "$changed" ]; then
-  echo "The notebooks are not clean or the package does not match them; run nbdev_clean && nbdev_export and commit:"
-  echo "$changed"
+if [ "$before" != "$(snapshot)" ]; then
+  echo "The notebooks were not clean or the package did not match them; nbdev_clean && nbdev_export changed:"
+  git status --porcelain -- nbs adaptive_cnn
   exit 1
 fi
 
