@@ -9,11 +9,9 @@ __all__ = ['COMMANDS', 'ArgumentParser', 'build_parser', 'config_from_args', 'No
 
 # %% ../nbs/10_cli.ipynb #68db8390
 import argparse, json, sys, traceback
-import torch
 import adaptive_cnn
-from .config import AdaptiveCNNError, UsageError, load_config
+from .config import AdaptiveCNNError, UsageError, load_config, builtin_configs, config_from_dict
 from .models import AdaptiveCNN, model_summary
-from .config import builtin_configs, config_from_dict
 from .data import load_data
 from .training import Trainer, load_checkpoint, load_weights, predict_logits, default_device
 from dataclasses import replace
@@ -136,7 +134,6 @@ def evaluate_command(args) -> int:
     device = default_device()
     ds = load_data(cfg)
     t = cfg.train
-    model = model.to(device).to(memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
     logits = predict_logits(model, ds.test, cfg.data.mean, cfg.data.std, 2 * t.batch_size, device, t.precision, t.channels_last)
     correct = int((logits.argmax(1).cpu() == ds.test.labels).sum())
     print(f'test accuracy: {correct / len(ds.test):.4f} ({correct:,} of {len(ds.test):,}) — {args.checkpoint}')

@@ -9,7 +9,7 @@ __all__ = ['AdaptiveCNNError', 'UsageError', 'ConfigError', 'option', 'describe_
            'config_from_dict', 'load_config', 'atomic_write', 'save_config']
 
 # %% ../nbs/00_config.ipynb #14a017b9
-import copy, dataclasses, difflib, json, os, re, tempfile
+import copy, difflib, json, os, re, tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, asdict
 from importlib import resources

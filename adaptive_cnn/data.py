@@ -10,7 +10,7 @@ __all__ = ['MNIST_FAMILY', 'CIFAR10_BIN', 'CIFAR10_PY', 'DATASETS', 'DataError',
            'iterate_batches', 'fits_on_device', 'place_data', 'normalize', 'preprocess_image']
 
 # %% ../nbs/02_data.ipynb #ac76115e
-import difflib, gzip, json, os, pickle
+import difflib, gzip, os, pickle
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from .config import Config, DataConfig, UsageError
 
 # %% ../nbs/02_data.ipynb #369bb59c

@@ -9,7 +9,7 @@ __all__ = ['RUN_FILES', 'TrainingError', 'CheckpointError', 'param_groups', 'bui
            'Trainer', 'plot_history']
 
 # %% ../nbs/04_training.ipynb #392c9b5d
-import functools, io, json, logging, math, os, platform, shutil, subprocess, sys, time
+import functools, io, json, logging, math, os, platform, subprocess, sys, time
 from dataclasses import asdict, replace
 from pathlib import Path
 import torch
@@ -19,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel, SWALR, update_bn
 from tqdm.auto import tqdm
 import adaptive_cnn
 from .config import (AdaptiveCNNError, UsageError, Config, TrainConfig, atomic_write, save_config,
-                                 config_from_dict, load_config)
+                                 config_from_dict)
 from .models import AdaptiveCNN, count_parameters
 from .data import Dataset, ImageData, load_data, place_data, epoch_order, iterate_batches, normalize
 from .augment import BatchAugment
@@ -117,10 +117,10 @@ def check_precision(precision:str, device:torch.device):
 @torch.no_grad()
 def predict_logits(model:nn.Module, data:ImageData, mean:list[float], std:list[float], batch_size:int=1024,
                    device:torch.device|str='cpu', precision:str='bf16', channels_last:bool=True) -> torch.Tensor:
-    "Logits (N×K float32, on `device`) of `model` for every image of `data`, in order."
+    "Logits (N×K float32, on `device`) of `model` (moved there, in eval mode) for every image of `data`, in order."
     device = torch.device(device)
-    model.eval()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=fmt).eval()
     out = []
     for batch in iterate_batches(data, batch_size):
         x = normalize(batch.images.to(device, non_blocking=True), mean, std).contiguous(memory_format=fmt)
@@ -353,7 +353,6 @@ Trainer.state, Trainer._restore, Trainer.model_state = _state, _restore, _model_
 # %% ../nbs/04_training.ipynb #85d207ca
 def plot_history(history:list[dict], path:Path|None=None):
     "Loss, accuracy and learning rate per epoch; saved to `path` (atomically) if given, else returned."
-    import matplotlib
     import matplotlib.pyplot as plt
     epochs = [h['epoch'] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), dpi=80)
@@ -418,10 +417,7 @@ def _finish(self:Trainer, wall_s:float) -> dict:
     best = load_checkpoint(ckpt/'best_model.pth')
     results['best_model'] = best['kind']
     if self.data.test is not None:
-        best_net, _ = model_from_checkpoint(best)
-        best_net = best_net.to(self.device)
-        if t.channels_last: best_net = best_net.to(memory_format=torch.channels_last)
-        results['test_loss'], results['test_acc'] = self.validate(best_net, self.data.test)
+        results['test_loss'], results['test_acc'] = self.validate(model_from_checkpoint(best)[0], self.data.test)
         self.log.info(f'best_model.pth ({best["kind"]}): test accuracy {results["test_acc"]:.4f}')
     with atomic_write(self.out/'results.json', 'w') as f: json.dump(results, f, indent=1)
     return results
