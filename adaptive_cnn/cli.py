@@ -4,17 +4,20 @@
 
 # %% auto #0
 __all__ = ['COMMANDS', 'ArgumentParser', 'build_parser', 'config_from_args', 'NotImplementedYet', 'summary_command',
-           'profile_config', 'format_profile', 'profile_command', 'train_command', 'evaluate_command',
-           'not_implemented', 'main']
+           'profile_config', 'format_profile', 'profile_command', 'launch_workers', 'train_worker', 'check_train_args',
+           'report_results', 'train_command', 'evaluation_dir', 'evaluate_command', 'not_implemented', 'main']
 
 # %% ../nbs/10_cli.ipynb #68db8390
-import argparse, json, sys, traceback
+import argparse, json, os, sys, traceback
+from pathlib import Path
+import torch
 import adaptive_cnn
-from .config import AdaptiveCNNError, UsageError, load_config, builtin_configs, config_from_dict
+from .config import AdaptiveCNNError, UsageError, load_config, builtin_configs
 from .models import AdaptiveCNN, model_summary
 from .data import load_data
-from .training import Trainer, load_checkpoint, load_weights, predict_logits, default_device
-from dataclasses import replace
+from .training import Trainer, default_device, check_precision, prepare_output_dir
+from .distributed import (launched_by_torchrun, init_distributed, shutdown_distributed, check_gpus, launch,
+                                      pick_backend, restarted_run_flags)
 
 # %% ../nbs/10_cli.ipynb #f56ae1f6
 class ArgumentParser(argparse.ArgumentParser):
@@ -40,14 +43,16 @@ def build_parser() -> ArgumentParser:
     common = [_common_options()]
     train = sub.add_parser('train', parents=common, help='train a model')
     train.add_argument('config', metavar='CONFIG', help='built-in config name (mnist, cifar10) or YAML path')
-    train.add_argument('--num-gpus', type=int, default=1, metavar='N', help='train on N GPUs with DistributedDataParallel')
+    train.add_argument('--num-gpus', type=int, metavar='N', help='train on N GPUs of this machine (DDP over NCCL, started with torchrun)')
+    train.add_argument('--num-procs', type=int, metavar='N', help='train in N CPU processes (DDP over gloo, started with torchrun)')
+    train.add_argument('--max-restarts', type=int, default=0, metavar='K', help='restart the processes up to K times after a failure; they resume from last.pth')
     train.add_argument('--resume', action='store_true', help='continue the run in the output folder from checkpoints/last.pth')
     train.add_argument('--overwrite', action='store_true', help='replace the run in the output folder')
     train.add_argument('--no-progress', action='store_true', help='no progress bar (the per-epoch lines stay)')
-    evaluate = sub.add_parser('evaluate', parents=common, help='evaluate a checkpoint on the test split')
+    evaluate = sub.add_parser('evaluate', parents=common, help='evaluate a checkpoint on the test split: metrics, figures, report')
     evaluate.add_argument('config', metavar='CONFIG')
     evaluate.add_argument('checkpoint', metavar='CHECKPOINT')
-    evaluate.add_argument('--tta', action='store_true', help='test-time augmentation')
+    evaluate.add_argument('--tta', action='store_true', help='test-time augmentation: average over shifted (and, where the recipe flips, mirrored) views')
     test = sub.add_parser('test', parents=common, help='classify an image')
     test.add_argument('config', metavar='CONFIG')
     test.add_argument('checkpoint', metavar='CHECKPOINT')
@@ -106,37 +111,81 @@ def profile_command(args) -> int:
     print(json.dumps(profile) if args.json else format_profile(profile))
     return 0
 
-def train_command(args) -> int:
-    "Train with the config's recipe; print where the results are."
-    cfg = config_from_args(args)
-    if args.num_gpus < 1: raise UsageError(f'--num-gpus {args.num_gpus}: give a number of GPUs of at least 1')
-    if args.num_gpus > 1: raise NotImplementedYet('adaptive-cnn train --num-gpus N > 1: distributed training is not implemented yet')
+# %% ../nbs/10_cli.ipynb #428a8a70
+def launch_workers(args, cfg, nprocs:int) -> int:
+    "Check what can be checked here, then run `nprocs` training workers under torchrun."
+    device = torch.device('cpu' if args.num_procs or not args.num_gpus and not torch.cuda.is_available() else 'cuda')
+    check_precision(cfg.train.precision, device)
+    pick_backend(cfg.distributed.backend, device)
+    prepare_output_dir(Path(cfg.output.dir), args.resume, args.overwrite)
+    if not args.resume: load_data(cfg)        # unreadable data is reported once, here, not by every worker
+    return launch(nprocs, args.argv, args.max_restarts, cpu=device.type == 'cpu', debug=args.debug)
+
+def train_worker(args, cfg) -> int:
+    "One torchrun worker: join the process group and train this rank's part."
+    asked = args.num_procs or args.num_gpus
+    local = int(os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE']))
+    if asked is not None and asked != local:
+        raise UsageError(f'{"--num-procs" if args.num_procs else "--num-gpus"} {asked}, but torchrun started {local} processes on this machine; '
+                         'leave the option out under torchrun, or make the two agree')
+    ctx = init_distributed('cpu' if args.num_procs else 'cuda' if args.num_gpus else None, cfg.distributed.backend)
+    try:
+        resume, overwrite = restarted_run_flags(Path(cfg.output.dir), args.resume, args.overwrite)
+        trainer = Trainer(cfg, resume=resume, overwrite=overwrite, progress=not args.no_progress, dist=ctx)
+        try: results = trainer.fit()
+        finally: trainer.close()
+        if ctx.is_main: report_results(cfg, results)
+    finally: shutdown_distributed()
+    return 0
+
+# %% ../nbs/10_cli.ipynb #0eac8c83
+def check_train_args(args):
+    "Refuse contradictory or impossible `train` options."
     if args.resume and args.overwrite: raise UsageError('--resume and --overwrite contradict each other; give one of them')
-    trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    try: results = trainer.fit()
-    finally: trainer.close()
+    if args.num_gpus is not None and args.num_procs is not None:
+        raise UsageError('--num-gpus and --num-procs contradict each other; give --num-gpus for GPUs or --num-procs for CPU processes')
+    for flag, n in (('--num-gpus', args.num_gpus), ('--num-procs', args.num_procs)):
+        if n is not None and n < 1: raise UsageError(f'{flag} {n}: give a number of at least 1')
+    if args.max_restarts < 0: raise UsageError(f'--max-restarts {args.max_restarts}: give a number of at least 0')
+
+def report_results(cfg, results:dict):
     print(f"results in {cfg.output.dir}: best_model.pth = {results['best_model']}, "
           f"val_acc {max(results['best_val_acc'], results.get('swa_val_acc', 0)):.4f}"
           + (f", test_acc {results['test_acc']:.4f}" if 'test_acc' in results else ''))
+
+def train_command(args) -> int:
+    "Train with the config's recipe in this process, or launch torchrun for several; print where the results are."
+    cfg = config_from_args(args)
+    check_train_args(args)
+    if launched_by_torchrun(): return train_worker(args, cfg)
+    if args.num_gpus is not None: check_gpus(args.num_gpus)
+    nprocs = args.num_procs or args.num_gpus or 1
+    if nprocs > 1 or args.max_restarts > 0: return launch_workers(args, cfg, nprocs)
+    device = torch.device('cuda') if args.num_gpus else (torch.device('cpu') if args.num_procs else default_device())
+    trainer = Trainer(cfg, device=device, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    try: results = trainer.fit()
+    finally: trainer.close()
+    report_results(cfg, results)
     return 0
 
+# %% ../nbs/10_cli.ipynb #cd289445
+def evaluation_dir(args) -> Path:
+    "Where `evaluate` writes: `--output-dir`/evaluation, else the checkpoint's run folder/evaluation."
+    if args.output_dir is not None: return Path(args.output_dir)/'evaluation'
+    ckpt = Path(args.checkpoint).resolve()
+    run = ckpt.parent.parent if ckpt.parent.name == 'checkpoints' else ckpt.parent
+    return run/'evaluation'
+
 def evaluate_command(args) -> int:
-    "Print the test accuracy of a checkpoint."
+    "Evaluate a checkpoint on the test split: metrics table, metrics.json, figures and report.md."
+    from adaptive_cnn.evaluation import evaluate_checkpoint, format_metrics   # scikit-learn takes a second to load: only here
     cfg = config_from_args(args)
-    if args.tta: raise NotImplementedYet('adaptive-cnn evaluate --tta: test-time augmentation is not implemented yet')
-    state = load_checkpoint(args.checkpoint)
-    trained = config_from_dict(state['config'])
-    # The data section and seed the checkpoint was trained with decide the test split (a dataset without one has it
-    # carved with that seed) and the normalisation; this call's config decides the architecture and where the data is.
-    cfg = replace(cfg, data=replace(trained.data, root=cfg.data.root), train=replace(cfg.train, seed=trained.train.seed))
-    model = AdaptiveCNN.from_config(cfg)
-    load_weights(model, state['model'], args.checkpoint)
-    device = default_device()
-    ds = load_data(cfg)
-    t = cfg.train
-    logits = predict_logits(model, ds.test, cfg.data.mean, cfg.data.std, 2 * t.batch_size, device, t.precision, t.channels_last)
-    correct = int((logits.argmax(1).cpu() == ds.test.labels).sum())
-    print(f'test accuracy: {correct / len(ds.test):.4f} ({correct:,} of {len(ds.test):,}) — {args.checkpoint}')
+    out = evaluation_dir(args)
+    m = evaluate_checkpoint(cfg, args.checkpoint, out, tta=args.tta)
+    print(format_metrics(m))
+    correct = round(m['accuracy'] * m['samples'])
+    print(f'\ntest accuracy: {m["accuracy"]:.4f} ({correct:,} of {m["samples"]:,}){" with TTA" if args.tta else ""} — {args.checkpoint}')
+    print(f'metrics.json, figures and report.md in {out}')
     return 0
 
 def not_implemented(args) -> int:
@@ -149,16 +198,21 @@ COMMANDS = dict(train=train_command, evaluate=evaluate_command, test=not_impleme
 # %% ../nbs/10_cli.ipynb #c4457aa9
 def main(argv:list[str]|None=None) -> int:
     "Entry point of `adaptive-cnn`: run one subcommand and return its exit code."
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv                                      # torchrun workers run the same command line
+    rank = int(os.environ['RANK']) if launched_by_torchrun() else 0
+    who = f'[rank {rank}] ' if rank else ''
     try: return COMMANDS[args.command](args)
     except AdaptiveCNNError as e:
         if args.debug: traceback.print_exc()
-        print(f'adaptive-cnn: error: {e}', file=sys.stderr)
+        if getattr(e, 'reported_by', None) is None:       # an error all ranks share is printed by rank 0 alone
+            print(f'adaptive-cnn: error: {who}{e}', file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print('adaptive-cnn: interrupted', file=sys.stderr)
+        print(f'adaptive-cnn: {who}interrupted', file=sys.stderr)
         return 130
     except Exception as e:
         if args.debug: traceback.print_exc()
-        print(f'adaptive-cnn: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)', file=sys.stderr)
+        print(f'adaptive-cnn: internal error: {who}{type(e).__name__}: {e} (run with --debug for the traceback)', file=sys.stderr)
         return 1

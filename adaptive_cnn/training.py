@@ -6,7 +6,7 @@
 __all__ = ['RUN_FILES', 'TrainingError', 'CheckpointError', 'param_groups', 'build_optimizer', 'swa_first_epoch', 'lr_factor',
            'build_scheduler', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'model_from_checkpoint', 'autocast',
            'check_precision', 'predict_logits', 'prepare_output_dir', 'cpu_name', 'environment_info', 'default_device',
-           'Trainer', 'plot_history']
+           'Trainer', 'epoch_generator', 'plot_history']
 
 # %% ../nbs/04_training.ipynb #392c9b5d
 import functools, io, json, logging, math, os, platform, subprocess, sys, time
@@ -23,6 +23,7 @@ from .config import (AdaptiveCNNError, UsageError, Config, TrainConfig, atomic_w
 from .models import AdaptiveCNN, count_parameters
 from .data import Dataset, ImageData, load_data, place_data, epoch_order, iterate_batches, normalize
 from .augment import BatchAugment
+from .distributed import DistributedContext, convert_sync_batchnorm, shard_indices
 
 # %% ../nbs/04_training.ipynb #6bb60a2b
 class TrainingError(AdaptiveCNNError):
@@ -153,8 +154,8 @@ def cpu_name() -> str:
     try: return next(l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name'))
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
-def environment_info(device:torch.device) -> dict:
-    "Versions, device and git commit, saved next to a run for reproducibility."
+def environment_info(device:torch.device, world_size:int=1, backend:str|None=None) -> dict:
+    "Versions, device, processes and git commit, saved next to a run for reproducibility."
     try: commit = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, timeout=5,
                                  cwd=Path(adaptive_cnn.__file__).parent).stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired): commit = None
@@ -162,7 +163,8 @@ def environment_info(device:torch.device) -> dict:
     return dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
                 adaptive_cnn=adaptive_cnn.__version__, device=str(device),
                 device_name=torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{cpu_name()}, {os.cpu_count()} cores',
-                threads=torch.get_num_threads(), git_commit=commit, command=' '.join(sys.argv))
+                threads=torch.get_num_threads(), processes=world_size, backend=backend,
+                torchelastic_run_id=os.environ.get('TORCHELASTIC_RUN_ID'), git_commit=commit, command=' '.join(sys.argv))
 
 def default_device() -> torch.device:
     "The first GPU if there is one, else the CPU."
@@ -178,12 +180,14 @@ class Trainer:
                  overwrite:bool=False,       # replace the run in `cfg.output.dir`
                  progress:bool=True,         # show a tqdm bar per epoch
                  data:Dataset|None=None,     # already loaded data (default: `load_data(cfg)`)
+                 dist:DistributedContext|None=None, # this process's place in a multi-process run (default: alone)
                 ):
-        self.device = torch.device(device) if device is not None else default_device()
+        self.dist = dist or DistributedContext(device=torch.device(device) if device is not None else default_device())
+        self.device = self.dist.device
         self.out = Path(cfg.output.dir)
         check_precision(cfg.train.precision, self.device)
-        prepare_output_dir(self.out, resume, overwrite)
-        self.progress = progress
+        self.dist.on_main(lambda: prepare_output_dir(self.out, resume, overwrite))
+        self.progress = progress and self.dist.is_main
         saved = load_checkpoint(self.out/'checkpoints'/'last.pth') if resume else None
         if resume:   # the run continues as it started, with this call's output folder and data folder
             saved_cfg = config_from_dict(saved['config'])
@@ -193,9 +197,11 @@ class Trainer:
         t = self.cfg.train
         torch.manual_seed(t.seed)
         torch.use_deterministic_algorithms(t.deterministic, warn_only=True)
-        self.model = AdaptiveCNN.from_config(self.cfg).to(self.device)
-        if t.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if t.compile else self.model
+        self.model = AdaptiveCNN.from_config(self.cfg)
+        if self.cfg.distributed.sync_bn and self.dist.distributed: self.model = convert_sync_batchnorm(self.model, self.device)
+        self.model = self.model.to(self.device, memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
+        self.forward = self.dist.wrap(self.model)             # DistributedDataParallel when there are several processes
+        if t.compile: self.forward = torch.compile(self.forward)
         self.steps_per_epoch = math.ceil(self.images_per_epoch() / t.batch_size)
         self.optimizer = build_optimizer(self.model, t)
         self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch)
@@ -205,18 +211,20 @@ class Trainer:
         self.augment = BatchAugment(self.cfg.augment, self.cfg.data.num_classes, fill=mean_u8)
         self.loss_fn = functools.partial(F.cross_entropy, label_smoothing=t.label_smoothing)
         self.epoch, self.step, self.history, self.best_val_acc = 0, 0, [], -1.0
+        self._bad_step = torch.tensor(-1, device=self.device)  # first step with a non-finite loss (-1: none)
         self.log = self._make_logger()
         if resume: self._restore(saved)
-        else: self._write_run_files()
+        else: self.dist.on_main(self._write_run_files)
 
     def images_per_epoch(self) -> int:
-        "Training images per epoch: all of them, except a lone last one (BatchNorm cannot train on a batch of one)."
-        n = len(self.data.train)
+        "Training images per epoch and process: its shard, without a lone last one (BatchNorm cannot train on a batch of one)."
+        n = math.ceil(len(self.data.train) / self.dist.world_size)
         return n - 1 if n % self.cfg.train.batch_size == 1 and n > 1 else n
 
     def _make_logger(self) -> logging.Logger:
         log = logging.getLogger(f'adaptive_cnn.train.{id(self)}')
         log.setLevel(logging.INFO); log.propagate = False
+        if not self.dist.is_main: log.addHandler(logging.NullHandler()); return log   # rank 0 reports for all
         fmt = logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%d %H:%M:%S')
         for h in (logging.FileHandler(self.out/'train.log', encoding='utf-8'), logging.StreamHandler(sys.stdout)):
             h.setFormatter(fmt if isinstance(h, logging.FileHandler) else logging.Formatter('%(message)s'))
@@ -225,7 +233,8 @@ class Trainer:
 
     def _write_run_files(self):
         save_config(self.cfg, self.out/'config.yaml')
-        with atomic_write(self.out/'environment.json', 'w') as f: json.dump(environment_info(self.device), f, indent=1)
+        info = environment_info(self.device, self.dist.world_size, self.dist.backend)
+        with atomic_write(self.out/'environment.json', 'w') as f: json.dump(info, f, indent=1)
 
     def close(self):
         "Release the log files."
@@ -263,12 +272,18 @@ def _check_finite(self:Trainer):
                             f'(global step {int(self._bad_step) + 1}); training stopped and the last good checkpoint '
                             f'{self.out/"checkpoints"/"last.pth"} is kept. Lower train.lr or check the data')
 
+def epoch_generator(seed:int, epoch:int, rank:int=0) -> torch.Generator:
+    "The augmentation generator of `rank` in `epoch`: different draws for every rank and epoch, the same on every rerun."
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch + 7 + 100_003 * rank)
+
 def _train_epoch(self:Trainer) -> dict:
     "Train one epoch; its training metrics."
-    t, seed = self.cfg.train, self.cfg.train.seed
+    t, seed, rank = self.cfg.train, self.cfg.train.seed, self.dist.rank
     self.model.train()
-    order = epoch_order(len(self.data.train), seed, self.epoch)[:self.images_per_epoch()]
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + self.epoch + 7)
+    order = epoch_order(len(self.data.train), seed, self.epoch)
+    order = shard_indices(order, rank, self.dist.world_size)[:self.images_per_epoch()]
+    generator = epoch_generator(seed, self.epoch, rank)
+    torch.manual_seed(seed * 1_000_003 + self.epoch + 11 + 100_003 * rank)
     loss_sum = torch.zeros((), device=self.device); correct = torch.zeros((), device=self.device, dtype=torch.long)
     self._bad_step = torch.tensor(-1, device=self.device)
     seen, start = 0, time.perf_counter()
@@ -285,16 +300,23 @@ def _train_epoch(self:Trainer) -> dict:
                             lr=f'{self.optimizer.param_groups[0]["lr"]:.2e}', img_s=f'{seen / (time.perf_counter() - start):.0f}')
     bar.close()
     elapsed = time.perf_counter() - start
-    return dict(train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen, lr=self.optimizer.param_groups[0]['lr'],
-                train_time_s=elapsed, images_per_s=seen / elapsed)
+    loss, right, n = self.dist.sum(torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device)])).tolist()
+    return dict(train_loss=loss / n, train_acc=right / n, train_samples=int(n), lr=self.optimizer.param_groups[0]['lr'],
+                train_time_s=elapsed, images_per_s=n / elapsed)
 
-def _validate(self:Trainer, model:nn.Module, split:ImageData) -> tuple[float, float]:
-    "(loss, accuracy) of `model` on `split` (plain cross-entropy, no smoothing)."
-    t = self.cfg.train
-    logits = predict_logits(model, split, self.cfg.data.mean, self.cfg.data.std, 2 * t.batch_size, self.device,
+def _validate(self:Trainer, model:nn.Module, split:ImageData) -> dict:
+    "Loss (plain cross-entropy, no smoothing), accuracy, sample count and confusion counts of `model` on `split`."
+    t, k, rank, world = self.cfg.train, self.cfg.data.num_classes, self.dist.rank, self.dist.world_size
+    shard = ImageData(split.images[rank::world], split.labels[rank::world])    # each rank predicts its part
+    logits = predict_logits(model, shard, self.cfg.data.mean, self.cfg.data.std, 2 * t.batch_size, self.device,
                             t.precision, t.channels_last)
-    labels = split.labels.to(self.device)
-    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+    labels = shard.labels.to(self.device)
+    confusion = torch.bincount(labels * k + logits.argmax(1), minlength=k * k).view(k, k).float()
+    loss_sum = F.cross_entropy(logits, labels, reduction='sum').reshape(1)
+    totals = self.dist.sum(torch.cat([loss_sum, confusion.flatten()]))          # one all-reduce for all of it
+    confusion = totals[1:].view(k, k).long().cpu()
+    n = int(confusion.sum())
+    return dict(loss=totals[0].item() / n, acc=int(confusion.trace()) / n, samples=n, confusion=confusion)
 
 Trainer._check_finite, Trainer.train_epoch, Trainer.validate = _check_finite, _train_epoch, _validate
 
@@ -311,6 +333,7 @@ def _finish_swa(self:Trainer) -> nn.Module:
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
     batches = (normalize(b.images, d.mean, d.std).contiguous(memory_format=fmt)
                for b in iterate_batches(self.data.train, 2 * t.batch_size))
+    # every rank runs over the whole training split: the statistics are those of one process, with no communication
     with autocast(self.device, t.precision): update_bn(batches, self.swa_model, self.device)
     return self.swa_model.module
 
@@ -323,9 +346,7 @@ def _state(self:Trainer) -> dict:
                 # torch < 2.9 puts the annealing function into SWALR's state: not plain data, and SWALR sets it again
                 swa_scheduler={k: v for k, v in self.swa_scheduler.state_dict().items() if k != 'anneal_func'} if self.swa_scheduler else None,
                 swa_model=self.swa_model.state_dict() if self.swa_model else None, scaler=self.scaler.state_dict(),
-                epoch=self.epoch, step=self.step, rng=torch.get_rng_state(),
-                cuda_rng=torch.cuda.get_rng_state(self.device) if self.device.type == 'cuda' else None,
-                history=self.history, best_val_acc=self.best_val_acc, config=asdict(self.cfg), classes=self.cfg.data.classes,
+                epoch=self.epoch, step=self.step, history=self.history, best_val_acc=self.best_val_acc, config=asdict(self.cfg), classes=self.cfg.data.classes,
                 version=adaptive_cnn.__version__)
 
 def _restore(self:Trainer, state:dict):
@@ -339,8 +360,6 @@ def _restore(self:Trainer, state:dict):
     self.optimizer.load_state_dict(state['optimizer'])
     self.scaler.load_state_dict(state['scaler'])
     self.epoch, self.step, self.history, self.best_val_acc = state['epoch'], state['step'], state['history'], state['best_val_acc']
-    torch.set_rng_state(state['rng'])
-    if state['cuda_rng'] is not None and self.device.type == 'cuda': torch.cuda.set_rng_state(state['cuda_rng'], self.device)
     self.log.info(f'resuming {self.out} after epoch {self.epoch} of {self.cfg.train.epochs}')
 
 def _model_state(self:Trainer, model:nn.Module, kind:str, val_acc:float) -> dict:
@@ -381,10 +400,11 @@ Trainer.record = _record
 # %% ../nbs/04_training.ipynb #b0abf538
 def _fit(self:Trainer, until_epoch:int|None=None) -> dict:
     "Train to the end (or to `until_epoch`); returns the run's results."
-    t, ckpt = self.cfg.train, self.out/'checkpoints'
+    t = self.cfg.train
     if self.epoch == 0:
+        where = f'{self.device}' if not self.dist.distributed else f'{self.dist.world_size} processes ({self.dist.backend}, {self.device.type})'
         self.log.info(f'training {count_parameters(self.model):,} parameters on {len(self.data.train):,} images '
-                      f'({len(self.data.val):,} for validation) on {self.device}, {t.epochs} epochs of {self.steps_per_epoch} steps')
+                      f'({len(self.data.val):,} for validation) on {where}, {t.epochs} epochs of {self.steps_per_epoch} steps')
     swa_from = swa_first_epoch(t)
     start = time.perf_counter()
     while self.epoch < min(t.epochs, until_epoch or t.epochs):
@@ -392,16 +412,22 @@ def _fit(self:Trainer, until_epoch:int|None=None) -> dict:
         if swa_from is not None and self.epoch >= swa_from and self.swa_model is None: self.start_swa()
         metrics = dict(epoch=self.epoch + 1, **self.train_epoch())
         if self.swa_model is not None: self.swa_model.update_parameters(self.model)
-        metrics['val_loss'], metrics['val_acc'] = self.validate(self.model, self.data.val)
-        metrics['epoch_time_s'] = time.perf_counter() - epoch_start
+        val = self.validate(self.model, self.data.val)
+        metrics.update(val_loss=val['loss'], val_acc=val['acc'], val_samples=val['samples'],
+                       epoch_time_s=time.perf_counter() - epoch_start)
         self.epoch += 1
-        if metrics['val_acc'] > self.best_val_acc:
-            self.best_val_acc = metrics['val_acc']
-            save_checkpoint(self.model_state(self.model, 'best single model', self.best_val_acc), ckpt/'best_model.pth')
-        self.record(metrics)
-        save_checkpoint(self.state(), ckpt/'last.pth')
+        improved = metrics['val_acc'] > self.best_val_acc
+        if improved: self.best_val_acc = metrics['val_acc']
+        self.dist.on_main(lambda: self.save_epoch(metrics, improved))   # the other ranks wait for the checkpoint
     if self.epoch < t.epochs: return dict(epochs_done=self.epoch)
     return self.finish(time.perf_counter() - start)
+
+def _save_epoch(self:Trainer, metrics:dict, improved:bool):
+    "Rank 0's end of an epoch: the best checkpoint if it improved, the records, then last.pth."
+    ckpt = self.out/'checkpoints'
+    if improved: save_checkpoint(self.model_state(self.model, 'best single model', self.best_val_acc), ckpt/'best_model.pth')
+    self.record(metrics)
+    save_checkpoint(self.state(), ckpt/'last.pth')
 
 def _finish(self:Trainer, wall_s:float) -> dict:
     "SWA evaluation, choice of best_model.pth, test accuracy, results.json."
@@ -409,17 +435,24 @@ def _finish(self:Trainer, wall_s:float) -> dict:
     results = dict(best_val_acc=self.best_val_acc, epochs=t.epochs, train_wall_s=wall_s)
     if self.swa_model is not None:
         swa_net = self.finish_swa()
-        results['swa_val_loss'], results['swa_val_acc'] = self.validate(swa_net, self.data.val)
-        swa_state = self.model_state(swa_net, 'SWA model', results['swa_val_acc'])
-        save_checkpoint(swa_state, ckpt/'swa_model.pth')
-        if results['swa_val_acc'] >= self.best_val_acc: save_checkpoint(swa_state, ckpt/'best_model.pth')
+        val = self.validate(swa_net, self.data.val)
+        results['swa_val_loss'], results['swa_val_acc'] = val['loss'], val['acc']
+        def save_swa():
+            swa_state = self.model_state(swa_net, 'SWA model', results['swa_val_acc'])
+            save_checkpoint(swa_state, ckpt/'swa_model.pth')
+            if results['swa_val_acc'] >= self.best_val_acc: save_checkpoint(swa_state, ckpt/'best_model.pth')
+        self.dist.on_main(save_swa)
         self.log.info(f'SWA model: val_acc {results["swa_val_acc"]:.4f} (best single model {self.best_val_acc:.4f})')
     best = load_checkpoint(ckpt/'best_model.pth')
     results['best_model'] = best['kind']
     if self.data.test is not None:
-        results['test_loss'], results['test_acc'] = self.validate(model_from_checkpoint(best)[0], self.data.test)
+        test = self.validate(model_from_checkpoint(best)[0], self.data.test)
+        results.update(test_loss=test['loss'], test_acc=test['acc'], test_samples=test['samples'])
         self.log.info(f'best_model.pth ({best["kind"]}): test accuracy {results["test_acc"]:.4f}')
-    with atomic_write(self.out/'results.json', 'w') as f: json.dump(results, f, indent=1)
+    def save_results():
+        with atomic_write(self.out/'results.json', 'w') as f: json.dump(results, f, indent=1)
+    self.dist.on_main(save_results)
     return results
 
+Trainer.save_epoch = _save_epoch
 Trainer.fit, Trainer.finish = _fit, _finish

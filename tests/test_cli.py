@@ -81,12 +81,6 @@ def test_not_implemented(run_cli):
     assert 'adaptive-cnn test: not implemented yet' in line
 
 
-def test_multi_gpu_training_is_not_implemented_yet(run_cli, tmp_path):
-    code, out, err = run_cli('train', 'mnist', '--num-gpus', '2', '--output-dir', str(tmp_path/'run'))
-    assert code == 2 and 'distributed training is not implemented yet' in error_line(err)
-    assert not (tmp_path/'run').exists()          # nothing written before refusing
-
-
 def test_evaluate_missing_checkpoint_is_one_line(run_cli, tmp_path):
     code, out, err = run_cli('evaluate', 'mnist', str(tmp_path/'nope.pth'))
     assert code == 2 and 'nope.pth: no such checkpoint file' in error_line(err)

@@ -183,8 +183,3 @@ def test_evaluate_without_a_test_split_uses_the_checkpoints_seed(tmp_path, run_c
     code, stdout, err = run_cli('evaluate', 'mnist', str(out/'checkpoints'/'best_model.pth'), '--set', 'model.stem_pool=false')
     assert code == 0, err
     assert f'test accuracy: {results["test_acc"]:.4f} (' in stdout and 'of 40)' in stdout   # the split the run held out
-
-
-def test_evaluate_tta_is_not_silently_ignored(tmp_path, run_cli):
-    code, stdout, err = run_cli('evaluate', 'mnist', str(tmp_path/'x.pth'), '--tta')
-    assert code == 2 and 'test-time augmentation is not implemented yet' in error_line(err)

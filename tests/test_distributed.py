@@ -1,0 +1,212 @@
+"""DDP on CPU with gloo: equivalence with one process, sharded metrics, SWA statistics, restarts, launcher errors."""
+import json, os, signal, socket, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+from torch.optim.swa_utils import update_bn
+
+from adaptive_cnn.config import load_config
+from adaptive_cnn.data import load_data, iterate_batches, normalize
+from adaptive_cnn.distributed import _sync_bn_worker
+from adaptive_cnn.training import load_checkpoint, model_from_checkpoint, autocast
+from conftest import error_line
+
+# Augmentation, dropout and SWA off, fp32, contiguous layout (the CPU's channels_last fp32 convolutions are less exact),
+# deterministic kernels: only the process layout differs. Plain SGD at a small learning rate: at the recipe's rates
+# early training is chaotic, and float rounding alone is amplified beyond 1e-5 in 20 steps -- two single-process runs
+# that differ only in their thread count (1 vs 2) end 5e-3 apart -- so equivalence is only measurable where rounding
+# is not amplified. Any real difference (unsynchronised BatchNorm, another shard, summed instead of averaged gradients)
+# moves the weights or the BatchNorm statistics far more than the tolerances.
+PLAIN = ['train.epochs=1', 'train.precision=fp32', 'train.channels_last=false', 'train.deterministic=true',
+         'train.optimizer=sgd', 'train.lr=0.001', 'train.warmup_fraction=0', 'train.swa_start=null', 'model.dropout=0',
+         'augment.rotation=0', 'augment.translate=0', 'augment.cutout_size=0', 'distributed.sync_bn=true',
+         'data.train_subset=1280', 'data.val_size=200']
+
+
+def data_root() -> str:
+    root = os.environ.get('ADAPTIVE_CNN_DATA')
+    if not root: pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
+    return root
+
+
+def train(out:Path, *args, timeout=600) -> subprocess.CompletedProcess:
+    "`python -m adaptive_cnn train mnist --output-dir out *args`, checked for success."
+    cmd = [sys.executable, '-m', 'adaptive_cnn', 'train', 'mnist', '--output-dir', str(out), '--no-progress', '--data-root', data_root()]
+    proc = subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def sets(*overrides) -> list[str]:
+    return [a for o in overrides for a in ('--set', o)]
+
+
+def model_weights(path:Path) -> dict:
+    return load_checkpoint(path)['model']
+
+
+def history(run:Path) -> list[dict]:
+    "metrics.jsonl without the timings."
+    return [{k: v for k, v in json.loads(l).items() if 'time' not in k and 'per_s' not in k}
+            for l in (run/'metrics.jsonl').read_text().splitlines()]
+
+
+def test_two_processes_of_32_match_one_process_of_64(tmp_path):
+    train(tmp_path/'one', *sets(*PLAIN, 'train.batch_size=64'))
+    train(tmp_path/'two', '--num-procs', 2, *sets(*PLAIN, 'train.batch_size=32'))
+    one, two = model_weights(tmp_path/'one'/'checkpoints'/'last.pth'), model_weights(tmp_path/'two'/'checkpoints'/'last.pth')
+    assert one.keys() == two.keys()
+    assert load_checkpoint(tmp_path/'two'/'checkpoints'/'last.pth')['step'] == 20          # 20 optimiser steps each
+    diff = lambda keys: max((one[k].double() - two[k].double()).abs().max().item() for k in keys)
+    weights = [k for k in one if one[k].is_floating_point() and 'running' not in k]
+    stats = [k for k in one if 'running' in k]
+    assert diff(weights) < 1e-5, diff(weights)
+    assert diff(stats) < 1e-4, diff(stats)                  # BatchNorm running means and variances
+    assert all(torch.equal(one[k], two[k]) for k in one if not one[k].is_floating_point())   # batches counted alike
+    start = model_weights(tmp_path/'one'/'checkpoints'/'best_model.pth')
+    assert max((one[k] - start[k]).abs().max().item() for k in weights) == 0   # best_model.pth is this epoch's model
+    env = json.loads((tmp_path/'two'/'environment.json').read_text())
+    assert (env['processes'], env['backend']) == (2, 'gloo')
+    # both runs validated all 200 images, to the same accuracy within one image
+    assert [h['val_samples'] for h in history(tmp_path/'two')] == [200]
+    assert abs(history(tmp_path/'one')[0]['val_acc'] - history(tmp_path/'two')[0]['val_acc']) <= 1 / 200
+
+
+def test_sync_batchnorm_on_cpu_matches_batchnorm_on_the_whole_batch(tmp_path):
+    x, w = torch.randn(8, 3, 5, 5) * 3 + 1, torch.randn(8, 3, 5, 5)
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    mp.spawn(_sync_bn_worker, args=(2, port, x, w, str(tmp_path/'out')), nprocs=2)
+    parts = [torch.load(tmp_path/f'out.{r}') for r in range(2)]
+    ref_x = x.clone().requires_grad_()
+    ref = nn.BatchNorm2d(3).train()
+    y = ref(ref_x); (y * w).sum().backward()
+    torch.testing.assert_close(torch.cat([p['y'] for p in parts]), y.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat([p['grad'] for p in parts]), ref_x.grad, atol=1e-5, rtol=1e-5)
+    for p in parts:
+        torch.testing.assert_close(p['mean'], ref.running_mean, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(p['var'], ref.running_var, atol=1e-5, rtol=1e-5)
+
+
+def test_num_procs_run_writes_one_set_of_artefacts_covering_every_sample(tmp_path):
+    out = tmp_path/'run'
+    proc = train(out, '--num-procs', 2, *sets('train.epochs=1', 'data.train_subset=4000'))
+    assert proc.stdout.count('results in') == 1 and proc.stdout.count('epoch   1/1') == 1   # rank 0 reports, once
+    assert sorted(p.name for p in out.iterdir()) == ['checkpoints', 'config.yaml', 'environment.json', 'metrics.jsonl',
+                                                    'results.json', 'train.log', 'training_curves.png']
+    assert sorted(p.name for p in (out/'checkpoints').iterdir()) == ['best_model.pth', 'last.pth', 'swa_model.pth']
+    (epoch,) = history(out)
+    assert (epoch['train_samples'], epoch['val_samples']) == (4000, 5000)
+    results = json.loads((out/'results.json').read_text())
+    assert results['test_samples'] == 10000
+
+    # SWA's BatchNorm statistics are those of one process over the whole training split, not of one rank's half
+    swa = load_checkpoint(out/'checkpoints'/'swa_model.pth')
+    model, cfg = model_from_checkpoint(swa)
+    ds = load_data(cfg)
+    assert len(ds.train) == 4000
+    def bn_stats(images):
+        net = model_from_checkpoint(swa)[0].to(memory_format=torch.channels_last)
+        batches = (normalize(b.images, cfg.data.mean, cfg.data.std).contiguous(memory_format=torch.channels_last)
+                   for b in iterate_batches(images, 2 * cfg.train.batch_size))
+        with autocast(torch.device('cpu'), cfg.train.precision): update_bn(batches, net)
+        return {k: v for k, v in net.state_dict().items() if 'running' in k}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                    # as each worker had: the same bf16 kernels, the same rounding
+    try: whole, half = bn_stats(ds.train), bn_stats(ds.train[torch.arange(0, 4000, 2)])
+    finally: torch.set_num_threads(threads)
+    saved = {k: v for k, v in swa['model'].items() if 'running' in k}
+    for k in saved: torch.testing.assert_close(saved[k], whole[k], atol=1e-6, rtol=1e-6)
+    assert max((saved[k] - half[k]).abs().max().item() for k in saved) > 1e-2     # one rank's half would show
+
+
+def worker_pids(parent:int) -> dict[int, int]:
+    "rank → pid of the torchrun workers under `parent`."
+    ranks = {}
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            stat = Path(f'/proc/{pid}/stat').read_text()
+            env = Path(f'/proc/{pid}/environ').read_bytes().split(b'\0')
+        except OSError: continue
+        if int(stat.rsplit(')', 1)[1].split()[1]) != parent: continue
+        rank = next((int(e[5:]) for e in env if e.startswith(b'RANK=')), None)
+        if rank is not None: ranks[rank] = int(pid)
+    return ranks
+
+
+def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_end(tmp_path):
+    args = ['--num-procs', 2, *sets('train.epochs=3', 'train.batch_size=64', 'data.train_subset=3000', 'data.val_size=400',
+                                     'train.deterministic=true')]
+    train(tmp_path/'whole', *args)
+    run = tmp_path/'killed'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '--max-restarts', '1',
+           '-m', 'adaptive_cnn', 'train', 'mnist', '--output-dir', str(run), '--no-progress', '--data-root', data_root(),
+           *map(str, args)]
+    # torchrun's rendezvous store, shared with the workers, can hand restarted gloo workers the addresses of the dead
+    # ones (pytorch/pytorch#135712); `adaptive-cnn train --max-restarts` sets this for its own launches
+    env = dict(os.environ, OMP_NUM_THREADS='1', TORCH_DISABLE_SHARE_RDZV_TCP_STORE='1')
+    with open(tmp_path/'log.txt', 'w') as log:
+        agent = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 300
+            while not (run/'checkpoints'/'last.pth').is_file() or len(history(run)) < 1:   # first epoch saved
+                assert agent.poll() is None and time.monotonic() < deadline, (tmp_path/'log.txt').read_text()
+                time.sleep(0.05)
+            victim = worker_pids(agent.pid)[1]
+            os.kill(victim, signal.SIGKILL)                 # rank 1 dies in the second epoch
+            assert agent.wait(timeout=300) == 0, (tmp_path/'log.txt').read_text()
+        finally:
+            if agent.poll() is None: agent.kill()
+    output = (tmp_path/'log.txt').read_text()
+    assert 'resuming' in (run/'train.log').read_text(), output
+    assert load_checkpoint(run/'checkpoints'/'last.pth')['epoch'] == 3
+    assert history(run) == history(tmp_path/'whole')      # same epochs, same numbers: an exact resume
+    a, b = model_weights(tmp_path/'whole'/'checkpoints'/'last.pth'), model_weights(run/'checkpoints'/'last.pth')
+    for k in a: assert torch.equal(a[k], b[k]), k
+
+
+def test_two_processes_draw_different_augmentations_and_repeat_them(tmp_path):
+    from adaptive_cnn.training import epoch_generator
+    from adaptive_cnn.augment import BatchAugment
+    cfg = load_config('mnist')
+    aug = BatchAugment(cfg.augment, 10, fill=(33,))
+    images, labels = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8), torch.arange(16) % 10
+    draw = lambda rank: aug(images, labels, epoch_generator(42, 3, rank))[0]
+    assert torch.equal(draw(0), draw(0)) and torch.equal(draw(1), draw(1))
+    assert not torch.equal(draw(0), draw(1))
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--num-gpus', '3'], '--num-gpus 3: this machine has'),
+    (['--num-gpus', '2', '--num-procs', '2'], '--num-gpus and --num-procs contradict each other'),
+    (['--num-procs', '0'], '--num-procs 0: give a number of at least 1'),
+    (['--num-procs', '2', '--set', 'distributed.backend=nccl'], 'distributed.backend = nccl needs GPUs'),
+    (['--num-procs', '2', '--set', 'train.precision=fp16'], 'fp16 needs a CUDA GPU'),
+    (['--num-procs', '2', '--max-restarts', '-1'], '--max-restarts -1'),
+])
+def test_launcher_refuses_before_starting_workers(run_cli, tmp_path, args, message):
+    if args[:2] == ['--num-gpus', '3'] and torch.cuda.device_count() >= 3: pytest.fail('this test needs fewer than 3 GPUs')
+    code, out, err = run_cli('train', 'mnist', '--output-dir', tmp_path/'run', *args)
+    line = error_line(err)
+    assert code == 2 and message in line, line
+    if args[:2] == ['--num-gpus', '3']: assert '--num-procs 3' in line
+    assert not (tmp_path/'run'/'checkpoints').exists()
+
+
+def test_bad_data_under_num_procs_is_reported_once(tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'adaptive_cnn', 'train', 'mnist', '--set', f'data.dataset={tmp_path/"missing.npz"}',
+                           '--num-procs', '2', '--output-dir', str(tmp_path/'run')], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert 'missing.npz' in error_line(proc.stderr)
+
+
+def test_existing_run_is_refused_once_and_kept(tmp_path):
+    out = tmp_path/'run'
+    (out/'checkpoints').mkdir(parents=True)
+    (out/'checkpoints'/'last.pth').write_bytes(b'precious')
+    proc = subprocess.run([sys.executable, '-m', 'adaptive_cnn', 'train', 'mnist', '--num-procs', '2', '--output-dir', str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and 'already holds a run' in error_line(proc.stderr)
+    assert (out/'checkpoints'/'last.pth').read_bytes() == b'precious'

@@ -1,0 +1,104 @@
+"""`adaptive-cnn evaluate` on a model trained on real MNIST: files, metrics against scikit-learn, TTA, errors."""
+import json, os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn import metrics as skm
+
+from adaptive_cnn.config import load_config
+from adaptive_cnn.data import load_data
+from adaptive_cnn.evaluation import FIGURES, SUMMARY_KEYS, predict_probs, tta_views
+from adaptive_cnn.training import Trainer, load_checkpoint, model_from_checkpoint, predict_logits
+from conftest import error_line
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    "A model trained for one epoch on 3,000 real MNIST digits: (run folder, config)."
+    if not os.environ.get('ADAPTIVE_CNN_DATA'): pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
+    run = tmp_path_factory.mktemp('run')
+    cfg = load_config('mnist', ['train.epochs=1', 'train.batch_size=64', 'data.train_subset=3000', 'data.val_size=500',
+                                f'output.dir={json.dumps(str(run))}'])
+    trainer = Trainer(cfg, progress=False); trainer.fit(); trainer.close()
+    return run, cfg
+
+
+def test_evaluate_writes_metrics_figures_and_report(trained, run_cli):
+    run, cfg = trained
+    ckpt = run/'checkpoints'/'best_model.pth'
+    code, out, err = run_cli('evaluate', 'mnist', ckpt)
+    assert code == 0, err
+    folder = run/'evaluation'                                   # next to the checkpoint's run by default
+    assert sorted(p.name for p in folder.iterdir()) == sorted(['metrics.json', 'report.md', *FIGURES.values()])
+    for name in FIGURES.values():
+        with Image.open(folder/name) as im: assert im.width >= 400 and im.height >= 250, name
+    m = json.loads((folder/'metrics.json').read_text())
+    assert set(SUMMARY_KEYS) | {'per_class', 'confusion_matrix'} <= set(m)
+    assert m['samples'] == 10_000 and m['tta'] is False
+    results = json.loads((run/'results.json').read_text())
+    assert abs(m['accuracy'] - results['test_acc']) < 1e-9      # the same model, the same test split
+    assert f'test accuracy: {m["accuracy"]:.4f}' in out and 'precision_macro' in out
+    report = (folder/'report.md').read_text()
+    assert all(f'({name})' in report for name in FIGURES.values()) and f'| accuracy | {m["accuracy"]:.4f} |' in report
+
+    # every number agrees with scikit-learn on the predictions, recomputed independently from the checkpoint
+    model, _ = model_from_checkpoint(load_checkpoint(ckpt))
+    ds = load_data(cfg)
+    logits = predict_logits(model, ds.test, cfg.data.mean, cfg.data.std, 1024)
+    probs = logits.double().softmax(1).numpy()
+    y = ds.test.labels.numpy(); pred = logits.argmax(1).numpy()
+    assert m['accuracy'] == skm.accuracy_score(y, pred)
+    p, r, f, s = skm.precision_recall_fscore_support(y, pred, average='macro', zero_division=0)
+    assert abs(m['precision_macro'] - p) < 1e-9 and abs(m['recall_macro'] - r) < 1e-9 and abs(m['f1_macro'] - f) < 1e-9
+    assert abs(m['top3_accuracy'] - skm.top_k_accuracy_score(y, probs, k=3)) < 2e-4      # ties of bf16 logits aside
+    assert abs(m['auc_macro'] - skm.roc_auc_score(y, probs, multi_class='ovr')) < 1e-6
+    assert abs(m['nll'] - skm.log_loss(y, probs)) < 1e-5
+    assert m['confusion_matrix'] == skm.confusion_matrix(y, pred).tolist()
+    assert [v['support'] for v in m['per_class'].values()] == np.bincount(y).tolist()
+
+
+def test_tta_averages_the_views_softmax(trained, run_cli, tmp_path):
+    run, cfg = trained
+    ckpt = run/'checkpoints'/'best_model.pth'
+    code, out, err = run_cli('evaluate', 'mnist', ckpt, '--tta', '--output-dir', tmp_path)
+    assert code == 0, err
+    m = json.loads((tmp_path/'evaluation'/'metrics.json').read_text())
+    assert m['tta'] is True and m['tta_views'] == 5                # shifts only: digits are never mirrored
+    assert 'with TTA' in out
+    # the average of the views' probabilities, view by view
+    model, _ = model_from_checkpoint(load_checkpoint(ckpt))
+    ds = load_data(cfg)
+    images = ds.test[torch.arange(64)]
+    averaged = predict_probs(model, images, cfg, tta=True)
+    fill = round(255 * cfg.data.mean[0])
+    by_hand = 0
+    for dy, dx, mirror in tta_views(cfg.augment):
+        moved = torch.full_like(images.images, fill)
+        h, w = moved.shape[-2:]
+        moved[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = images.images[..., max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+        from adaptive_cnn.data import ImageData
+        by_hand = by_hand + predict_logits(model, ImageData(moved, images.labels), cfg.data.mean, cfg.data.std).softmax(1)
+    torch.testing.assert_close(averaged, by_hand / 5, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(averaged, predict_probs(model, images, cfg), atol=1e-3)   # the views do change something
+
+
+def test_evaluate_with_another_architecture_names_the_layer(trained, run_cli, tmp_path):
+    run, _ = trained
+    code, out, err = run_cli('evaluate', 'mnist', run/'checkpoints'/'best_model.pth', '--set', 'model.classifier_hidden=32',
+                             '--output-dir', tmp_path)
+    assert code == 2 and 'classifier.0.weight has shape [64, 128] in the checkpoint but [32, 128] in the model' in error_line(err)
+    assert not (tmp_path/'evaluation').exists()                 # nothing written
+
+
+def test_evaluate_refuses_unsafe_and_missing_checkpoints(run_cli, tmp_path):
+    code, out, err = run_cli('evaluate', 'mnist', tmp_path/'nope.pth')
+    assert code == 2 and 'nope.pth: no such checkpoint file' in error_line(err)
+    class Boom:
+        def __reduce__(self): return (os.system, (f'touch {tmp_path}/pwned',))
+    torch.save({'model': Boom(), 'config': {}}, tmp_path/'evil.pth')
+    code, out, err = run_cli('evaluate', 'mnist', tmp_path/'evil.pth')
+    assert code == 2 and 'could run code' in error_line(err)
+    assert not (tmp_path/'pwned').exists()
