@@ -7,7 +7,7 @@ __all__ = ['MNIST_FAMILY', 'CIFAR10_BIN', 'CIFAR10_PY', 'DATASETS', 'DataError',
            'read_mnist_family', 'read_cifar10_bin', 'load_array_pickle', 'read_cifar_py', 'read_cifar10',
            'read_cifar100', 'read_svhn', 'list_image_folder', 'decode_image', 'decode_images', 'read_image_folder',
            'read_npz', 'read_dataset', 'stratified_holdout', 'channel_stats', 'Dataset', 'load_data', 'epoch_order',
-           'iterate_batches', 'fits_on_device', 'place_data', 'normalize', 'preprocess_image']
+           'iterate_batches', 'fits_on_device', 'place_data', 'normalize', 'image_tensor', 'preprocess_image']
 
 # %% ../nbs/02_data.ipynb #ac76115e
 import difflib, gzip, os, pickle
@@ -456,11 +456,15 @@ def normalize(images:torch.Tensor, mean:list[float], std:list[float], dtype=torc
     return torch.addcmul(shift, images.to(dtype), scale)
 
 # %% ../nbs/02_data.ipynb #8348d896
-def preprocess_image(image:Image.Image, data:DataConfig) -> torch.Tensor:
-    "A PIL image → the normalised 1×C×H×W tensor the network expects, with the dataset's inference preprocessing."
+def image_tensor(image:Image.Image, data:DataConfig) -> torch.Tensor:
+    "A PIL image → the uint8 1×C×H×W tensor of the dataset's inference preprocessing (channels, inversion, size)."
     x = torch.from_numpy(np.asarray(image.convert('L' if data.channels == 1 else 'RGB'), dtype=np.uint8).copy())
     x = (x[None] if x.ndim == 2 else x.permute(2, 0, 1))[None]
     if data.invert_threshold is not None and x.float().mean() > data.invert_threshold: x = 255 - x
     if tuple(x.shape[2:]) != tuple(data.image_size):
         x = F.interpolate(x.float(), size=tuple(data.image_size), mode='bilinear', antialias=True).round().clamp(0, 255).to(torch.uint8)
-    return normalize(x, data.mean, data.std)
+    return x
+
+def preprocess_image(image:Image.Image, data:DataConfig) -> torch.Tensor:
+    "A PIL image → the normalised 1×C×H×W tensor the network expects, with the dataset's inference preprocessing."
+    return normalize(image_tensor(image, data), data.mean, data.std)

@@ -8,7 +8,7 @@ __all__ = ['DistributedContext', 'launched_by_torchrun', 'pick_backend', 'init_d
            'describe_failure', 'launch', 'restarted_run_flags']
 
 # %% ../nbs/05_distributed.ipynb #376413ae
-import datetime, logging, os, sys
+import datetime, logging, math, os, sys
 from dataclasses import dataclass
 from pathlib import Path
 import torch
@@ -40,15 +40,36 @@ class DistributedContext:
         if self.distributed: dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
+    def max(self, t:torch.Tensor) -> torch.Tensor:
+        "`t`'s maximum over all processes (in place)."
+        if self.distributed: dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t
+
+    def share_buffers(self, model:nn.Module):
+        "Give every rank rank 0's buffers (BatchNorm statistics): DDP only does so at the start of a forward pass."
+        if self.distributed:
+            for b in model.buffers(): dist.broadcast(b, src=0)
+
+    def local_main_first(self, fn):
+        "`fn()` on the first rank of each machine, then on the others (a download happens once per machine)."
+        if self.distributed and self.local_rank != 0: dist.barrier()
+        result = fn()
+        if self.distributed and self.local_rank == 0: dist.barrier()
+        return result
+
     def on_main(self, fn):
         "Run `fn` on rank 0 alone, then let every rank go on; an adaptive_cnn error it raises is raised on every rank."
         error = None
         if self.is_main:
             try: fn()
-            except AdaptiveCNNError as e: error = e
+            except Exception as e: error = e        # a full disk too: the others must not wait for rank 0 forever
         if self.distributed:   # the broadcast doubles as the barrier
-            box = [error]; dist.broadcast_object_list(box, src=0); error = box[0]
-            if error is not None and not self.is_main: error.reported_by = 0    # rank 0 prints it
+            box = [error if isinstance(error, AdaptiveCNNError) else None if error is None else
+                   AdaptiveCNNError(f'rank 0 failed: {type(error).__name__}: {error}')]
+            dist.broadcast_object_list(box, src=0)
+            if not self.is_main and box[0] is not None:
+                box[0].reported_by = 0              # rank 0 prints it
+                raise box[0]
         if error is not None: raise error
 
     def wrap(self, model:nn.Module) -> nn.Module:
@@ -97,7 +118,7 @@ def shutdown_distributed():
 def shard_indices(order:torch.Tensor, rank:int, world_size:int) -> torch.Tensor:
     "This rank's part of `order`: padded with its start to a multiple of `world_size`, then every `world_size`-th index."
     pad = -len(order) % world_size
-    padded = torch.cat([order, order[:pad]]) if pad else order
+    padded = torch.cat([order, order.repeat(math.ceil(pad / len(order)))[:pad]]) if pad else order
     return padded[rank::world_size]
 
 # %% ../nbs/05_distributed.ipynb #f91ae875
@@ -180,6 +201,7 @@ def launch(nprocs:int, worker_args:list[str], max_restarts:int=0, cpu:bool=False
     "Run `python -m adaptive_cnn *worker_args` in `nprocs` processes under torchrun; the exit code of the run."
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     threads = max(1, (os.cpu_count() or 1) // nprocs) if cpu else 1      # torchrun's default is 1, with a banner
     saved_env = dict(os.environ)
     os.environ.setdefault('OMP_NUM_THREADS', str(threads))
@@ -199,6 +221,9 @@ def launch(nprocs:int, worker_args:list[str], max_restarts:int=0, cpu:bool=False
         if code not in (1, 2):
             print(f'adaptive-cnn: error: training failed: {describe_failure(rank, code)}; see its output above', file=sys.stderr, flush=True)
         return code if code > 0 else 1
+    except SignalException as e:                       # Ctrl-C or a kill of the launcher: torchrun stopped the workers
+        print(f'adaptive-cnn: interrupted ({e.sigval.name}); continue with --resume', file=sys.stderr, flush=True)
+        return 128 + int(e.sigval)
     finally:
         elastic.setLevel(level)
         os.environ.clear(); os.environ.update(saved_env)

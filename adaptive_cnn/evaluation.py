@@ -82,11 +82,14 @@ def classification_metrics(probs:np.ndarray, labels:np.ndarray, classes:list[str
     # argmax towards the lower; bf16 logits do tie); top-k for k >= the number of classes is 1
     topk = {f'top{n}_accuracy': accuracy if n == 1 else 1.0 if n >= k else
             float(skm.top_k_accuracy_score(labels, probs, k=n, labels=ids)) for n in (1, 3, 5)}
-    try: auc = float(skm.roc_auc_score(labels, probs, multi_class='ovr', average='macro', labels=ids)) if k > 2 \
-              else float(skm.roc_auc_score(labels, probs[:, 1]))
-    except ValueError: auc = None                      # a class missing from the labels
+    # macro averages over the classes present (in labels or predictions), scikit-learn's default
+    macro = skm.precision_recall_fscore_support(labels, preds, average='macro', zero_division=0)[:3]
+    auc = None                                         # undefined when a class is missing from the labels
+    if len(np.unique(labels)) == k:
+        auc = float(skm.roc_auc_score(labels, probs, multi_class='ovr', average='macro', labels=ids) if k > 2
+                    else skm.roc_auc_score(labels, probs[:, 1]))
     return dict(samples=len(labels), accuracy=accuracy,
-                precision_macro=float(precision.mean()), recall_macro=float(recall.mean()), f1_macro=float(f1.mean()),
+                precision_macro=float(macro[0]), recall_macro=float(macro[1]), f1_macro=float(macro[2]),
                 **topk, auc_macro=auc, ece=expected_calibration_error(probs, labels, n_bins),
                 nll=float(skm.log_loss(labels, probs, labels=ids)),
                 per_class={c: dict(precision=float(p), recall=float(r), f1=float(f), support=int(s))
@@ -254,7 +257,7 @@ def evaluate_checkpoint(cfg:Config,                     # config whose architect
     metrics.update(dataset=cfg.data.dataset, split=split, checkpoint=str(checkpoint), kind=state.get('kind'), tta=tta,
                    tta_views=len(tta_views(cfg.augment)) if tta else 1, predict_s=round(time.perf_counter() - start, 2),
                    date=time.strftime('%Y-%m-%d %H:%M:%S %Z'), device=str(device))
-    with atomic_write(out/'metrics.json', 'w') as f: json.dump(metrics, f, indent=1)
+    with atomic_write(out/'metrics.json', 'w') as f: json.dump(metrics, f, indent=1, allow_nan=False)
     cm = np.array(metrics['confusion_matrix'])
     save_png(plot_confusion(cm, classes), out/FIGURES['confusion_matrix'])
     save_png(plot_roc(probs, labels, classes), out/FIGURES['roc'])

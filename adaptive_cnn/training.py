@@ -192,7 +192,7 @@ class Trainer:
         if resume:   # the run continues as it started, with this call's output folder and data folder
             saved_cfg = config_from_dict(saved['config'])
             cfg = replace(saved_cfg, output=cfg.output, data=replace(saved_cfg.data, root=cfg.data.root))
-        self.data = place_data(data or load_data(cfg), self.device)
+        self.data = place_data(data or self.dist.local_main_first(lambda: load_data(cfg)), self.device)
         self.cfg = replace(cfg, data=self.data.data)           # the data section completed from the data
         t = self.cfg.train
         torch.manual_seed(t.seed)
@@ -266,6 +266,7 @@ Trainer.train_step = _train_step
 
 # %% ../nbs/04_training.ipynb #e14add8c
 def _check_finite(self:Trainer):
+    self.dist.max(self._bad_step)        # a NaN on any rank stops every rank, at the same check
     if int(self._bad_step) >= 0:
         step_in_epoch = int(self._bad_step) - self.epoch * self.steps_per_epoch + 1
         raise TrainingError(f'the training loss became NaN or infinite at epoch {self.epoch + 1}, step {step_in_epoch} '
@@ -299,6 +300,7 @@ def _train_epoch(self:Trainer) -> dict:
             bar.set_postfix(loss=f'{loss_sum.item() / seen:.4f}', acc=f'{correct.item() / seen:.4f}',
                             lr=f'{self.optimizer.param_groups[0]["lr"]:.2e}', img_s=f'{seen / (time.perf_counter() - start):.0f}')
     bar.close()
+    self.dist.share_buffers(self.model)   # each rank's last batches moved its BatchNorm statistics: validate rank 0's
     elapsed = time.perf_counter() - start
     loss, right, n = self.dist.sum(torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device)])).tolist()
     return dict(train_loss=loss / n, train_acc=right / n, train_samples=int(n), lr=self.optimizer.param_groups[0]['lr'],
@@ -309,7 +311,7 @@ def _validate(self:Trainer, model:nn.Module, split:ImageData) -> dict:
     t, k, rank, world = self.cfg.train, self.cfg.data.num_classes, self.dist.rank, self.dist.world_size
     shard = ImageData(split.images[rank::world], split.labels[rank::world])    # each rank predicts its part
     logits = predict_logits(model, shard, self.cfg.data.mean, self.cfg.data.std, 2 * t.batch_size, self.device,
-                            t.precision, t.channels_last)
+                            t.precision, t.channels_last) if len(shard) else torch.zeros(0, k, device=self.device)
     labels = shard.labels.to(self.device)
     confusion = torch.bincount(labels * k + logits.argmax(1), minlength=k * k).view(k, k).float()
     loss_sum = F.cross_entropy(logits, labels, reduction='sum').reshape(1)
@@ -333,7 +335,8 @@ def _finish_swa(self:Trainer) -> nn.Module:
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
     batches = (normalize(b.images, d.mean, d.std).contiguous(memory_format=fmt)
                for b in iterate_batches(self.data.train, 2 * t.batch_size))
-    # every rank runs over the whole training split: the statistics are those of one process, with no communication
+    # every rank runs over the whole training split, so the statistics are those of one process (with sync_bn the
+    # layers still all-reduce, over identical batches)
     with autocast(self.device, t.precision): update_bn(batches, self.swa_model, self.device)
     return self.swa_model.module
 
@@ -346,11 +349,15 @@ def _state(self:Trainer) -> dict:
                 # torch < 2.9 puts the annealing function into SWALR's state: not plain data, and SWALR sets it again
                 swa_scheduler={k: v for k, v in self.swa_scheduler.state_dict().items() if k != 'anneal_func'} if self.swa_scheduler else None,
                 swa_model=self.swa_model.state_dict() if self.swa_model else None, scaler=self.scaler.state_dict(),
-                epoch=self.epoch, step=self.step, history=self.history, best_val_acc=self.best_val_acc, config=asdict(self.cfg), classes=self.cfg.data.classes,
+                epoch=self.epoch, step=self.step, world_size=self.dist.world_size, history=self.history, best_val_acc=self.best_val_acc, config=asdict(self.cfg), classes=self.cfg.data.classes,
                 version=adaptive_cnn.__version__)
 
 def _restore(self:Trainer, state:dict):
     "Continue from a `last.pth` state. SWALR changes the learning rate when created, so the optimiser is loaded last."
+    saved_world = state.get('world_size', 1)
+    if saved_world != self.dist.world_size:   # the step counts and the schedule are per process
+        raise UsageError(f'{self.out}: the run was trained by {saved_world} process{"es" if saved_world > 1 else ""}, '
+                         f'this resume has {self.dist.world_size}; resume it with the same number of processes')
     load_weights(self.model, state['model'], str(self.out/'checkpoints'/'last.pth'))
     self.scheduler.load_state_dict(state['scheduler'])
     if state['swa_model'] is not None:

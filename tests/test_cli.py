@@ -73,14 +73,6 @@ def test_version():
 
 # --- subcommands that have not landed yet, usage errors ---------------------------------------------------
 
-def test_not_implemented(run_cli):
-    code, out, err = run_cli('test', 'mnist', 'ckpt.pth', 'img.png')
-    assert code == 2
-    assert out == ''
-    line = error_line(err)
-    assert 'adaptive-cnn test: not implemented yet' in line
-
-
 def test_evaluate_missing_checkpoint_is_one_line(run_cli, tmp_path):
     code, out, err = run_cli('evaluate', 'mnist', str(tmp_path/'nope.pth'))
     assert code == 2 and 'nope.pth: no such checkpoint file' in error_line(err)

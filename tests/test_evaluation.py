@@ -1,6 +1,5 @@
 """`adaptive-cnn evaluate` on a model trained on real MNIST: files, metrics against scikit-learn, TTA, errors."""
 import json, os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,7 +64,7 @@ def test_tta_averages_the_views_softmax(trained, run_cli, tmp_path):
     ckpt = run/'checkpoints'/'best_model.pth'
     code, out, err = run_cli('evaluate', 'mnist', ckpt, '--tta', '--output-dir', tmp_path)
     assert code == 0, err
-    m = json.loads((tmp_path/'evaluation'/'metrics.json').read_text())
+    m = json.loads((tmp_path/'evaluation_tta'/'metrics.json').read_text())
     assert m['tta'] is True and m['tta_views'] == 5                # shifts only: digits are never mirrored
     assert 'with TTA' in out
     # the average of the views' probabilities, view by view

@@ -1,0 +1,117 @@
+"""Grad-CAM on a model trained on real MNIST, and `adaptive-cnn test` on image files: photos, folders, bad files."""
+import io, json, os, struct, zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from adaptive_cnn.config import load_config
+from adaptive_cnn.data import load_data, normalize
+from adaptive_cnn.interpret import class_activation_maps, cam_focus, CAM_METHODS
+from adaptive_cnn.models import AdaptiveCNN
+from adaptive_cnn.training import Trainer, load_checkpoint, model_from_checkpoint
+from conftest import error_line
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    "A model trained for one epoch on 3,000 real MNIST digits: (checkpoint, config, test split)."
+    if not os.environ.get('ADAPTIVE_CNN_DATA'): pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
+    run = tmp_path_factory.mktemp('run')
+    cfg = load_config('mnist', ['train.epochs=1', 'train.batch_size=64', 'data.train_subset=3000', 'data.val_size=500',
+                                f'output.dir={json.dumps(str(run))}'])
+    trainer = Trainer(cfg, progress=False); trainer.fit(); trainer.close()
+    return run/'checkpoints'/'best_model.pth', cfg, load_data(cfg).test
+
+
+@pytest.mark.parametrize('method', list(CAM_METHODS))
+def test_cam_maps_have_the_input_size_and_unit_range(trained, method):
+    ckpt, cfg, test = trained
+    model, _ = model_from_checkpoint(load_checkpoint(ckpt))
+    x = normalize(test.images[:6], cfg.data.mean, cfg.data.std)
+    maps, classes = class_activation_maps(model, x, method=method)
+    assert maps.shape == (6, 28, 28) and maps.min() >= 0 and maps.max() <= 1 and maps.max() > 0.5
+    assert classes == model.eval()(x).argmax(1).tolist()
+
+
+def test_trained_model_looks_at_the_digit(trained):
+    ckpt, cfg, test = trained
+    model, _ = model_from_checkpoint(load_checkpoint(ckpt))
+    sample = test[torch.arange(300)]
+    x = normalize(sample.images, cfg.data.mean, cfg.data.std)
+    focus = cam_focus(sample.images, class_activation_maps(model, x)[0])
+    assert (focus > 0).mean() > 0.9, (focus > 0).mean()         # brighter inside the digit's box on most digits
+    # and more so than an untrained network's maps, which follow the ink somewhat by construction
+    torch.manual_seed(0)
+    untrained = cam_focus(sample.images, class_activation_maps(AdaptiveCNN.from_config(cfg), x)[0])
+    assert focus.mean() > untrained.mean() + 0.05, (focus.mean(), untrained.mean())
+
+
+def photo(digit:np.ndarray, path):
+    "An MNIST digit as a photo would show it: dark ink on white paper, 200×200, JPEG."
+    Image.fromarray(255 - digit).resize((200, 200), Image.BICUBIC).save(path, quality=90)
+    return path
+
+
+def test_a_photographed_digit_is_inverted_and_classified(trained, run_cli, tmp_path):
+    ckpt, cfg, test = trained
+    files = [photo(test.images[i, 0].numpy(), tmp_path/f'digit_{i}.jpg') for i in range(30)]
+    code, out, err = run_cli('test', 'mnist', ckpt, *files, '--json')
+    assert code == 0, err
+    records = [json.loads(l) for l in out.splitlines()]
+    right = sum(r['prediction'] == str(int(test.labels[i])) for i, r in enumerate(records))
+    assert right >= 24, right                                   # the model is right on ~80% of MNIST after one epoch
+    assert all(set(r) == {'file', 'prediction', 'probability', 'topk'} and len(r['topk']) == 3 for r in records)
+    # one image: the top-k classes, and a Grad-CAM overlay at the photo's size
+    code, out, err = run_cli('test', 'mnist', ckpt, files[0], '--topk', 5, '--gradcam', tmp_path/'cam.png')
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f'{files[0]}: ') and len(lines) == 6
+    with Image.open(tmp_path/'cam.png') as im: assert im.size == (200, 200) and im.mode == 'RGB'
+
+
+def zero_width_png(path):
+    "A PNG whose header declares a 0×16 image."
+    def chunk(kind, data): return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 0, 16, 8, 0, 0, 0, 0))
+                     + chunk(b'IDAT', zlib.compress(b'')) + chunk(b'IEND', b''))
+    return path
+
+
+def test_a_folder_run_goes_past_bad_files_and_lists_them(trained, run_cli, tmp_path):
+    ckpt, cfg, test = trained
+    folder = tmp_path/'images'; folder.mkdir()
+    photo(test.images[0, 0].numpy(), folder/'a_good.jpg')
+    Image.fromarray(test.images[1, 0].numpy()).save(folder/'b_good.png')
+    (folder/'c_notes.txt').write_text('not an image')
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
+    buf = io.BytesIO(); Image.fromarray(noise).save(buf, 'PNG'); (folder/'d_cut.png').write_bytes(buf.getvalue()[:1500])
+    (folder/'e_empty.gif').touch()
+    zero_width_png(folder/'f_zero.png')
+    Image.fromarray(test.images[2, 0].numpy()).save(folder/'g_good.webp')
+    code, out, err = run_cli('test', 'mnist', ckpt, folder)
+    assert code == 2
+    rows = out.splitlines()
+    assert rows[0].startswith('file,prediction,probability,class1,p1')
+    assert [r.split(',')[0].rsplit('/', 1)[1] for r in rows[1:]] == ['a_good.jpg', 'b_good.png', 'g_good.webp']
+    errors = err.splitlines()
+    assert 'Traceback' not in err and len(errors) == 5
+    for line, (name, reason) in zip(errors, [('c_notes.txt', 'not an image'), ('d_cut.png', 'corrupt or truncated'),
+                                             ('e_empty.gif', 'empty file'), ('f_zero.png', '')]):
+        assert line.startswith('adaptive-cnn: error: ') and name in line and reason in line, line
+    assert errors[-1].startswith('adaptive-cnn: 4 of 7 files could not be classified: ') and 'f_zero.png' in errors[-1]
+
+
+@pytest.mark.parametrize('make, message', [
+    (lambda p: p, 'no such file'),
+    (lambda p: (p.write_text('hello'), p)[1], 'not an image Pillow can read'),
+    (lambda p: (Image.fromarray(np.zeros((9000, 9000), np.uint8)).save(p, 'PNG'), p)[1], 'over the decoded-pixel limit'),
+])
+def test_one_bad_image_is_one_line_and_exit_2(trained, run_cli, tmp_path, make, message):
+    ckpt, _, _ = trained
+    path = make(tmp_path/'image.png')
+    code, out, err = run_cli('test', 'mnist', ckpt, path)
+    assert code == 2 and out == ''
+    line = error_line(err)
+    assert str(path) in line and message in line, line
