@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['COMMANDS', 'ArgumentParser', 'build_parser', 'config_from_args', 'summary_command', 'profile_config',
            'format_profile', 'profile_command', 'launch_workers', 'train_worker', 'check_train_args', 'report_results',
-           'train_command', 'evaluation_dir', 'evaluate_command', 'test_command', 'main']
+           'train_command', 'evaluation_dir', 'evaluate_command', 'export_command', 'test_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #68db8390
 import argparse, json, os, sys, traceback
@@ -61,6 +61,11 @@ def build_parser() -> ArgumentParser:
     test.add_argument('--topk', type=int, default=3, metavar='K', help='classes to show per image (default 3)')
     test.add_argument('--json', action='store_true', help='one JSON object per image: file, prediction, probability, topk')
     test.add_argument('--gradcam', metavar='OUT.png', help='write the Grad-CAM overlay of the predicted class (several images: OUT_<name>.png)')
+    export = sub.add_parser('export', parents=common, help='export a checkpoint to ONNX or TorchScript, checked against PyTorch')
+    export.add_argument('config', metavar='CONFIG')
+    export.add_argument('checkpoint', metavar='CHECKPOINT')
+    export.add_argument('--format', required=True, choices=['onnx', 'torchscript'], help='onnx (preferred) or torchscript')
+    export.add_argument('--out', required=True, metavar='FILE', help='file to write')
     summary = sub.add_parser('summary', parents=common, help='print the network: layers, output shapes, parameters')
     summary.add_argument('config', metavar='CONFIG')
     profile = sub.add_parser('profile', parents=common, help='describe a dataset as the data layer sees it')
@@ -189,6 +194,20 @@ def evaluate_command(args) -> int:
     print(f'metrics.json, figures and report.md in {out}')
     return 0
 
+def export_command(args) -> int:
+    "Export a checkpoint; the exported model's logits are checked against PyTorch's on real test images first."
+    from adaptive_cnn.inference import Predictor, export_model
+    from adaptive_cnn.data import normalize
+    cfg = config_from_args(args)
+    predictor = Predictor(cfg, args.checkpoint, device='cpu')
+    d = predictor.cfg.data
+    test = load_data(predictor.cfg).test
+    real = normalize(test.images[:256], d.mean, d.std)
+    diff = export_model(predictor.model, real[:1], args.format, args.out, check=real)
+    print(f'{args.out}: {args.format}, input "images" N×{d.channels}×{d.image_size[0]}×{d.image_size[1]} (normalised with the '
+          f'checkpoint\'s mean and std), output "logits" N×{d.num_classes}; max |Δlogit| against PyTorch on {len(real)} test images: {diff:.1e}')
+    return 0
+
 def test_command(args) -> int:
     "Classify image files: top-k for one image, CSV (or JSON lines) for several; bad files are listed, the rest classified."
     from adaptive_cnn.inference import Predictor, expand_paths, classify_files, records_csv, gradcam_overlay, save_image, read_image
@@ -214,7 +233,7 @@ def test_command(args) -> int:
               + ', '.join(f for f, _ in failures), file=sys.stderr)
     return 2 if failures else 0
 
-COMMANDS = dict(train=train_command, evaluate=evaluate_command, test=test_command, summary=summary_command,
+COMMANDS = dict(train=train_command, evaluate=evaluate_command, test=test_command, export=export_command, summary=summary_command,
                 profile=profile_command)
 
 # %% ../nbs/10_cli.ipynb #c4457aa9

@@ -115,3 +115,40 @@ def test_one_bad_image_is_one_line_and_exit_2(trained, run_cli, tmp_path, make, 
     assert code == 2 and out == ''
     line = error_line(err)
     assert str(path) in line and message in line, line
+
+
+@pytest.mark.parametrize('fmt', ['onnx', 'torchscript'])
+def test_export_matches_pytorch_on_real_images(trained, run_cli, tmp_path, fmt):
+    ckpt, cfg, test = trained
+    out = tmp_path/f'model.{fmt}'
+    code, stdout, err = run_cli('export', 'mnist', ckpt, '--format', fmt, '--out', out)
+    assert code == 0, err
+    assert out.is_file() and 'max |Δlogit| against PyTorch on 256 test images' in stdout
+    # independently: the exported file run by its own runtime on other test images
+    from adaptive_cnn.inference import run_exported
+    model, _ = model_from_checkpoint(load_checkpoint(ckpt))
+    x = normalize(test.images[1000:1100], cfg.data.mean, cfg.data.std)
+    with torch.no_grad(): expected = model.float().eval()(x)
+    assert (run_exported(out, fmt, x) - expected).abs().max() < 1e-4
+
+
+def test_export_errors_are_one_line(trained, run_cli, tmp_path):
+    ckpt, _, _ = trained
+    code, out, err = run_cli('export', 'mnist', ckpt, '--format', 'onnx', '--out', tmp_path/'missing'/'m.onnx')
+    assert code == 2 and 'does not exist' in error_line(err)
+    code, out, err = run_cli('export', 'mnist', ckpt, '--format', 'tflite', '--out', tmp_path/'m.tflite')
+    assert code == 2 and "invalid choice: 'tflite'" in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())                          # nothing written, no temporary file left
+
+
+@pytest.mark.parametrize('suffix', ['.png', '.jpg', '.bmp', '.gif', '.tiff', '.webp'])
+def test_every_supported_format_is_read_and_preprocessed(trained, tmp_path, suffix):
+    from adaptive_cnn.inference import read_image
+    from adaptive_cnn.data import image_tensor
+    _, cfg, test = trained
+    path = tmp_path/f'digit{suffix}'
+    Image.fromarray(test.images[0, 0].numpy()).convert('RGB').save(path)
+    x = image_tensor(read_image(path), cfg.data)
+    assert x.shape == (1, 1, 28, 28) and x.dtype == torch.uint8
+    tolerance = 40 if suffix in ('.jpg', '.webp') else 0           # lossy formats
+    assert (x[0, 0].int() - test.images[0, 0].int()).abs().float().mean() <= tolerance / 10
