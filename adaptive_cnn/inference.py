@@ -43,10 +43,14 @@ def read_image(path:str|Path, max_pixels:int=MAX_PIXELS) -> Image.Image:
                 raise ImageError(f'{p}: the image has {bands} channels; expected grey, grey+alpha, RGB or RGBA')
             im.seek(0)                                  # GIF, TIFF: the first frame
             im.load()                                   # decode now: corrupt data fails here, not later
+            if im.mode in ('I', 'I;16', 'I;16B', 'I;16L'):  # 16-bit grey: scale to 8 bits (Pillow's convert would clip)
+                return Image.fromarray((np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
+            if im.mode == 'F': raise ImageError(f'{p}: floating-point images are not supported; save it with 8 bits per channel')
             return im.copy()
     except ImageError: raise
     except UnidentifiedImageError:
-        raise ImageError(f'{p}: not an image Pillow can read (expected PNG, JPEG, BMP, GIF, TIFF or WebP)') from None
+        raise ImageError(f'{p}: not an image Pillow can read (expected PNG, JPEG, BMP, GIF, TIFF or WebP with 1 to 4 '
+                         'channels of 8 or 16 bits)') from None
     except Image.DecompressionBombError as e: raise ImageError(f'{p}: too large to decode safely ({e})') from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f'{p}: the file is corrupt or truncated ({str(e).strip() or type(e).__name__}); re-export the image') from None

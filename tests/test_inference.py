@@ -62,6 +62,13 @@ def test_a_photographed_digit_is_inverted_and_classified(trained, run_cli, tmp_p
     records = [json.loads(l) for l in out.splitlines()]
     right = sum(r['prediction'] == str(int(test.labels[i])) for i, r in enumerate(records))
     assert right >= 24, right                                   # the model is right on ~80% of MNIST after one epoch
+    # thanks to the inversion: without it the same photos are mostly wrong
+    from dataclasses import replace
+    from adaptive_cnn.inference import Predictor, read_image
+    plain = Predictor(cfg, ckpt, device='cpu')
+    plain.cfg = replace(plain.cfg, data=replace(plain.cfg.data, invert_threshold=None))
+    records_plain = plain.predict([read_image(f) for f in files], files)
+    assert sum(r['prediction'] == str(int(test.labels[i])) for i, r in enumerate(records_plain)) < right - 10
     assert all(set(r) == {'file', 'prediction', 'probability', 'topk'} and len(r['topk']) == 3 for r in records)
     # one image: the top-k classes, and a Grad-CAM overlay at the photo's size
     code, out, err = run_cli('test', 'mnist', ckpt, files[0], '--topk', 5, '--gradcam', tmp_path/'cam.png')
@@ -152,3 +159,34 @@ def test_every_supported_format_is_read_and_preprocessed(trained, tmp_path, suff
     assert x.shape == (1, 1, 28, 28) and x.dtype == torch.uint8
     tolerance = 40 if suffix in ('.jpg', '.webp') else 0           # lossy formats
     assert (x[0, 0].int() - test.images[0, 0].int()).abs().float().mean() <= tolerance / 10
+
+
+def five_channel_tiff(path, w=4, h=4, spp=5):
+    "A valid uncompressed TIFF with 5 samples per pixel (Pillow has no mode for it)."
+    import struct
+    data = np.arange(w * h * spp, dtype=np.uint8).tobytes()
+    bps_at = 8 + 2 + 12 * 10 + 4
+    tags = sorted([(256, 3, 1, w), (257, 3, 1, h), (258, 3, spp, bps_at), (259, 3, 1, 1), (262, 3, 1, 1),
+                   (273, 4, 1, bps_at + 2 * spp), (277, 3, 1, spp), (278, 3, 1, h), (279, 4, 1, len(data)), (338, 3, 1, 0)])
+    out = b'II*\x00' + struct.pack('<IH', 8, len(tags))
+    for tag, typ, count, value in tags:
+        out += struct.pack('<HHI', tag, typ, count) + (struct.pack('<HH', value, 0) if typ == 3 and count == 1 else struct.pack('<I', value))
+    path.write_bytes(out + struct.pack('<I', 0) + struct.pack('<' + 'H' * spp, *[8] * spp) + data)
+    return path
+
+
+def test_unexpected_channel_counts_and_depths(trained, tmp_path):
+    from adaptive_cnn.inference import read_image, ImageError
+    from adaptive_cnn.data import image_tensor
+    _, cfg, test = trained
+    with pytest.raises(ImageError, match='1 to 4 channels'): read_image(five_channel_tiff(tmp_path/'five.tif'))
+    with pytest.raises(ImageError, match='floating-point images are not supported'):
+        Image.fromarray(np.zeros((8, 8), np.float32)).save(tmp_path/'float.tif'); read_image(tmp_path/'float.tif')
+    # 16-bit grey is scaled to 8 bits, not clipped
+    digit = test.images[0, 0].numpy()
+    Image.fromarray(digit.astype(np.uint16) * 257).save(tmp_path/'deep.png')
+    assert torch.equal(image_tensor(read_image(tmp_path/'deep.png'), cfg.data)[0, 0], test.images[0, 0])
+    # 2 channels (grey + alpha) and 4 (RGBA) are read
+    for mode in ('LA', 'RGBA'):
+        Image.fromarray(digit).convert(mode).save(tmp_path/f'{mode}.png')
+        assert torch.equal(image_tensor(read_image(tmp_path/f'{mode}.png'), cfg.data)[0, 0], test.images[0, 0])
