@@ -1,5 +1,5 @@
 """Shared helpers for the end-to-end tests of the `adaptive-cnn` command line."""
-import subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +51,17 @@ def error_line(stderr:str) -> str:
     assert len(lines) == 1, f'expected one line on stderr, got {len(lines)}:\n{stderr}'
     assert lines[0].startswith(ERROR_PREFIX), lines[0]
     return lines[0]
+
+
+@pytest.fixture(scope='session')
+def mnist_one_epoch(tmp_path_factory):
+    "A model trained once per test session for one epoch on 3,000 real MNIST digits: (run folder, config, test split)."
+    from adaptive_cnn.config import load_config
+    from adaptive_cnn.data import load_data
+    from adaptive_cnn.training import Trainer
+    if not os.environ.get('ADAPTIVE_CNN_DATA'): pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
+    run = tmp_path_factory.mktemp('mnist_one_epoch')
+    cfg = load_config('mnist', ['train.epochs=1', 'train.batch_size=64', 'data.train_subset=3000', 'data.val_size=500',
+                                f'output.dir={json.dumps(str(run))}'])
+    trainer = Trainer(cfg, progress=False); trainer.fit(); trainer.close()
+    return run, cfg, load_data(cfg).test

@@ -7,22 +7,16 @@ import torch
 from PIL import Image
 from sklearn import metrics as skm
 
-from adaptive_cnn.config import load_config
 from adaptive_cnn.data import load_data
 from adaptive_cnn.evaluation import FIGURES, SUMMARY_KEYS, predict_probs, tta_views
-from adaptive_cnn.training import Trainer, load_checkpoint, model_from_checkpoint, predict_logits
+from adaptive_cnn.training import load_checkpoint, model_from_checkpoint, predict_logits
 from conftest import error_line
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    "A model trained for one epoch on 3,000 real MNIST digits: (run folder, config)."
-    if not os.environ.get('ADAPTIVE_CNN_DATA'): pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
-    run = tmp_path_factory.mktemp('run')
-    cfg = load_config('mnist', ['train.epochs=1', 'train.batch_size=64', 'data.train_subset=3000', 'data.val_size=500',
-                                f'output.dir={json.dumps(str(run))}'])
-    trainer = Trainer(cfg, progress=False); trainer.fit(); trainer.close()
-    return run, cfg
+@pytest.fixture
+def trained(mnist_one_epoch):
+    "(run folder, config) of the session's one-epoch MNIST model."
+    return mnist_one_epoch[:2]
 
 
 def test_evaluate_writes_metrics_figures_and_report(trained, run_cli):

@@ -1,28 +1,23 @@
 """Grad-CAM on a model trained on real MNIST, and `adaptive-cnn test` on image files: photos, folders, bad files."""
-import io, json, os, struct, zlib
+import io, json, struct, zlib
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from adaptive_cnn.config import load_config
-from adaptive_cnn.data import load_data, normalize
+from adaptive_cnn.data import normalize
 from adaptive_cnn.interpret import class_activation_maps, cam_focus, CAM_METHODS
 from adaptive_cnn.models import AdaptiveCNN
-from adaptive_cnn.training import Trainer, load_checkpoint, model_from_checkpoint
+from adaptive_cnn.training import load_checkpoint, model_from_checkpoint
 from conftest import error_line
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    "A model trained for one epoch on 3,000 real MNIST digits: (checkpoint, config, test split)."
-    if not os.environ.get('ADAPTIVE_CNN_DATA'): pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
-    run = tmp_path_factory.mktemp('run')
-    cfg = load_config('mnist', ['train.epochs=1', 'train.batch_size=64', 'data.train_subset=3000', 'data.val_size=500',
-                                f'output.dir={json.dumps(str(run))}'])
-    trainer = Trainer(cfg, progress=False); trainer.fit(); trainer.close()
-    return run/'checkpoints'/'best_model.pth', cfg, load_data(cfg).test
+@pytest.fixture
+def trained(mnist_one_epoch):
+    "(checkpoint, config, test split) of the session's one-epoch MNIST model."
+    run, cfg, test = mnist_one_epoch
+    return run/'checkpoints'/'best_model.pth', cfg, test
 
 
 @pytest.mark.parametrize('method', list(CAM_METHODS))

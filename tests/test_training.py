@@ -1,6 +1,5 @@
 """Training on small subsets of the real data: resume equivalence, crash-safe checkpoints, the NaN guard, the CLI."""
 import json, os, signal, subprocess, sys, time
-from pathlib import Path
 
 import pytest
 import torch
