@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['SUMMARY_KEYS', 'FIGURES', 'tta_views', 'view_of', 'predict_probs', 'calibration_bins', 'expected_calibration_error',
-           'classification_metrics', 'format_metrics', 'save_png', 'plot_confusion', 'plot_roc', 'plot_reliability',
+           'classification_metrics', 'format_metrics', 'plot_confusion', 'plot_roc', 'plot_reliability',
            'plot_top_losses', 'plot_per_class_accuracy', 'model_for_checkpoint', 'write_report', 'evaluate_checkpoint']
 
 # %% ../nbs/06_evaluation.ipynb #3e457e82
-import io, json, math, time
+import json, math, time
 from dataclasses import replace
 from pathlib import Path
 import numpy as np
@@ -18,7 +18,7 @@ from .config import Config, AugmentConfig, UsageError, atomic_write, config_from
 from .data import ImageData, load_data, normalize, iterate_batches
 from .models import AdaptiveCNN
 from .augment import batch_crop
-from .training import autocast, load_checkpoint, load_weights, default_device
+from .training import autocast, load_checkpoint, load_weights, default_device, save_png
 
 # %% ../nbs/06_evaluation.ipynb #9b1961d7
 def tta_views(augment:AugmentConfig, shift:int=2) -> list[tuple[int, int, bool]]:
@@ -115,12 +115,6 @@ def format_metrics(m:dict, markdown:bool=False) -> str:
     return '\n'.join(lines)
 
 # %% ../nbs/06_evaluation.ipynb #35abc048
-def save_png(fig, path:Path, dpi:int=100):
-    "Write a matplotlib figure to `path` atomically and close it."
-    import matplotlib.pyplot as plt
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight'); plt.close(fig)
-    with atomic_write(path, 'wb') as f: f.write(buf.getvalue())
-
 def plot_confusion(cm:np.ndarray, classes:list[str]):
     "Confusion matrix as two seaborn heatmaps: counts, and rows normalised to 1 (per-class recall on the diagonal)."
     import matplotlib.pyplot as plt, seaborn as sns

@@ -6,7 +6,7 @@
 __all__ = ['RUN_FILES', 'TrainingError', 'CheckpointError', 'param_groups', 'build_optimizer', 'swa_first_epoch', 'lr_factor',
            'build_scheduler', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'model_from_checkpoint', 'autocast',
            'check_precision', 'predict_logits', 'prepare_output_dir', 'cpu_name', 'environment_info', 'default_device',
-           'Trainer', 'epoch_generator', 'plot_history']
+           'Trainer', 'epoch_generator', 'save_png', 'plot_history']
 
 # %% ../nbs/04_training.ipynb #392c9b5d
 import functools, io, json, logging, math, os, platform, subprocess, sys, time
@@ -377,6 +377,12 @@ def _model_state(self:Trainer, model:nn.Module, kind:str, val_acc:float) -> dict
 Trainer.state, Trainer._restore, Trainer.model_state = _state, _restore, _model_state
 
 # %% ../nbs/04_training.ipynb #85d207ca
+def save_png(fig, path:Path, dpi:float|None=None):
+    "Write a matplotlib figure to `path` atomically (at the figure's own dpi unless given) and close it."
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi or 'figure', bbox_inches='tight'); plt.close(fig)
+    with atomic_write(path, 'wb') as f: f.write(buf.getvalue())
+
 def plot_history(history:list[dict], path:Path|None=None):
     "Loss, accuracy and learning rate per epoch; saved to `path` (atomically) if given, else returned."
     import matplotlib.pyplot as plt
@@ -389,8 +395,7 @@ def plot_history(history:list[dict], path:Path|None=None):
     axes[2].plot(epochs, [h['lr'] for h in history]); axes[2].set_title('learning rate (end of epoch)'); axes[2].set_xlabel('epoch')
     fig.tight_layout()
     if path is None: return fig
-    buf = io.BytesIO(); fig.savefig(buf, format='png'); plt.close(fig)
-    with atomic_write(path, 'wb') as f: f.write(buf.getvalue())
+    save_png(fig, path)
 
 def _record(self:Trainer, metrics:dict):
     self.history.append(metrics)
