@@ -6,7 +6,7 @@
 __all__ = ['AdaptiveCNNError', 'UsageError', 'ConfigError', 'option', 'describe_range', 'in_range', 'DataConfig', 'ModelConfig',
            'AugmentConfig', 'TrainConfig', 'DistributedConfig', 'OutputConfig', 'Config', 'show', 'check_value',
            'check_config', 'builtin_configs', 'resolve_config_path', 'read_yaml', 'merge_values', 'parse_override',
-           'config_from_dict', 'load_config', 'atomic_write', 'save_config']
+           'config_from_dict', 'load_config', 'atomic_write', 'config_yaml', 'save_config']
 
 # %% ../nbs/00_config.ipynb #14a017b9
 import copy, difflib, json, os, re, tempfile
@@ -118,6 +118,7 @@ class TrainConfig:
     compile:bool = False                                 # torch.compile the model
     seed:int = option(42, ge=0)                          # seed of the split, the initialisation and the augmentation
     deterministic:bool = False                           # deterministic kernels: resumed runs match uninterrupted ones
+    class_weights:Optional[Literal['balanced']] = None   # 'balanced': weight each class's loss by n / (classes × its count), for imbalanced data
 
 @dataclass
 class DistributedConfig:
@@ -307,12 +308,13 @@ def config_from_dict(values:dict) -> Config:
     "A `Config` from section → key → value (already checked)."
     return Config(**{s: cls(**values.get(s, {})) for s, cls in Config.sections().items()})
 
-def load_config(source:str|os.PathLike|None='mnist', # built-in name or YAML path; None: defaults only
+def load_config(source:str|os.PathLike|Config|None='mnist', # built-in name, YAML path or a `Config` (a suggested one); None: defaults only
                 overrides:list[str]=(),              # 'section.key=value' strings, applied in order
                ) -> Config:
-    "Defaults < YAML file < overrides, each value checked: the resolved `Config`."
+    "Defaults < YAML file (or given `Config`) < overrides, each value checked: the resolved `Config`."
     resolved, origins = asdict(Config()), {}
-    if source is not None:
+    if isinstance(source, Config): merge_values(resolved, asdict(source), 'the suggested config', origins)
+    elif source is not None:
         path = resolve_config_path(source)
         merge_values(resolved, read_yaml(path), str(path), origins)
     for text in overrides: merge_values(resolved, parse_override(text), f'--set {text}', origins)
@@ -342,6 +344,15 @@ def atomic_write(path:str|os.PathLike, # the file to (over)write
         Path(tmp).unlink(missing_ok=True)
         raise
 
+class _ConfigDumper(yaml.SafeDumper):
+    "YAML with lists on one line (`widths: [64, 128]`), as the built-in configs are written."
+
+_ConfigDumper.add_representer(list, lambda d, v: d.represent_sequence('tag:yaml.org,2002:seq', v, flow_style=True))
+
+def config_yaml(cfg:Config) -> str:
+    "`cfg` as YAML text, sections and keys in their order."
+    return yaml.dump(asdict(cfg), Dumper=_ConfigDumper, sort_keys=False, width=120, allow_unicode=True)
+
 def save_config(cfg:Config, path:str|os.PathLike):
     "Write `cfg` as YAML to `path`, atomically."
-    with atomic_write(path, 'w') as f: yaml.safe_dump(asdict(cfg), f, sort_keys=False)
+    with atomic_write(path, 'w') as f: f.write(config_yaml(cfg))
