@@ -4,19 +4,19 @@
 
 # %% auto #0
 __all__ = ['COMMANDS', 'ArgumentParser', 'build_parser', 'config_from_args', 'summary_command', 'format_profile',
-           'profile_command', 'launch_workers', 'train_worker', 'check_train_args', 'report_results', 'train_command',
+           'profile_command', 'worker_argv', 'launch_workers', 'check_train_args', 'report_results', 'train_command',
            'evaluation_dir', 'evaluate_command', 'export_command', 'test_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #68db8390
-import argparse, json, os, shlex, sys, traceback
+import argparse, json, os, shlex, sys, tempfile, traceback
 from dataclasses import asdict
 from pathlib import Path
 import torch
 import adaptive_cnn
-from .config import AdaptiveCNNError, UsageError, config_yaml, load_config
+from .config import AdaptiveCNNError, UsageError, config_yaml, load_config, save_config
 from .models import AdaptiveCNN, model_summary
 from .data import load_data
-from .adapt import auto_config, dataset_config, dataset_source, profile_data, suggest_config
+from .adapt import auto_config, dataset_source, load_whole, profile_data, suggest_config
 from .training import Trainer, default_device, check_precision, prepare_output_dir
 from .distributed import (launched_by_torchrun, init_distributed, shutdown_distributed, check_gpus, launch,
                                       pick_backend, restarted_run_flags)
@@ -85,6 +85,7 @@ def config_from_args(args:argparse.Namespace):
     dataset = getattr(args, 'dataset', None)
     if dataset is not None: overrides.insert(0, f'data.dataset={json.dumps(dataset_source(dataset))}')
     if args.config != 'auto': return load_config(args.config, overrides)
+    if args.command != 'train': raise UsageError(f"the config auto exists for train only; {args.command} a trained run with its config.yaml")
     if dataset is None: raise UsageError('the config auto is derived from a dataset: give it with --data DATA (a dataset name, image folder or .npz file)')
     return auto_config(dataset, overrides)
 
@@ -105,8 +106,8 @@ def format_profile(p:dict) -> str:
     lines = [f"dataset       {p['dataset']}",
              f"splits        train {p['num_train']:,}  val {p['num_val']:,}  test {p['num_test']:,}",
              f"images        {p['channels']}×{p['image_size'][0]}×{p['image_size'][1]} (channels × height × width)",
-             f"mean          {', '.join(f'{m:.4f}' for m in p['mean'])}",
-             f"std           {', '.join(f'{s:.4f}' for s in p['std'])}",
+             f"mean          {', '.join(f'{m:.4f}' for m in p['mean'])}  (training split)",
+             f"std           {', '.join(f'{s:.4f}' for s in p['std'])}  (training split)",
              f"background    {ground}",
              f"flips         {'on' if p['hflip'] else 'off'} (class-mean flip asymmetry {'too noisy to measure' if p['flip_asymmetry'] is None else format(p['flip_asymmetry'], '.2f')})",
              f"classes       {p['num_classes']}, largest / smallest {p['imbalance']:.2f}  (training images per class)"]
@@ -117,7 +118,7 @@ def format_profile(p:dict) -> str:
 def profile_command(args) -> int:
     "Print what the data layer sees of a dataset, what the adaptation rules measure, and the config they derive."
     overrides = list(args.overrides) + ([f'data.root={json.dumps(args.data_root)}'] if args.data_root is not None else [])
-    ds = load_data(dataset_config(args.data, overrides))
+    ds = load_whole(args.data, overrides)
     adapted = profile_data(ds)
     why = []
     suggested = load_config(suggest_config(adapted, why), overrides)
@@ -125,12 +126,24 @@ def profile_command(args) -> int:
                    flip_asymmetry=adapted.flip_asymmetry, hflip=adapted.hflip, imbalance=round(adapted.imbalance, 4))
     if args.json: print(json.dumps(dict(profile, suggested_config=asdict(suggested)))); return 0
     print(format_profile(profile))
-    print(f'\n# suggested config (adaptive-cnn train auto --data {shlex.quote(args.data)}):')
+    command = ['adaptive-cnn', 'train', 'auto', '--data', args.data] + [a for o in args.overrides for a in ('--set', o)]
+    if args.data_root is not None: command += ['--data-root', args.data_root]
+    print(f'\n# suggested config ({shlex.join(command)}):')
     print('\n'.join(f'#   {w}' for w in why))
     print(config_yaml(suggested), end='')
     return 0
 
 # %% ../nbs/10_cli.ipynb #428a8a70
+def worker_argv(argv:list[str], config_path:Path) -> list[str]:
+    "The command line of `train auto --data DATA ...` with a config file in place of `auto` and without `--data`."
+    out, skip = [], False
+    for a in argv:
+        if skip: skip = False
+        elif a == '--data': skip = True
+        elif not a.startswith('--data='): out.append(a)
+    out[out.index('auto', out.index('train'))] = str(config_path)
+    return out
+
 def launch_workers(args, cfg, nprocs:int) -> int:
     "Check what can be checked here, then run `nprocs` training workers under torchrun."
     device = torch.device('cpu' if args.num_procs or not args.num_gpus and not torch.cuda.is_available() else 'cuda')
@@ -138,24 +151,12 @@ def launch_workers(args, cfg, nprocs:int) -> int:
     pick_backend(cfg.distributed.backend, device)
     prepare_output_dir(Path(cfg.output.dir), args.resume, args.overwrite)
     if not args.resume: load_data(cfg)        # unreadable data is reported once, here, not by every worker
-    return launch(nprocs, args.argv, args.max_restarts, cpu=device.type == 'cpu', debug=args.debug)
-
-def train_worker(args, cfg) -> int:
-    "One torchrun worker: join the process group and train this rank's part."
-    asked = args.num_procs or args.num_gpus
-    local = int(os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE']))
-    if asked is not None and asked != local:
-        raise UsageError(f'{"--num-procs" if args.num_procs else "--num-gpus"} {asked}, but torchrun started {local} processes on this machine; '
-                         'leave the option out under torchrun, or make the two agree')
-    ctx = init_distributed('cpu' if args.num_procs else 'cuda' if args.num_gpus else None, cfg.distributed.backend)
-    try:
-        resume, overwrite = restarted_run_flags(Path(cfg.output.dir), args.resume, args.overwrite)
-        trainer = Trainer(cfg, resume=resume, overwrite=overwrite, progress=not args.no_progress, dist=ctx)
-        try: results = trainer.fit()
-        finally: trainer.close()
-        if ctx.is_main: report_results(cfg, results)
-    finally: shutdown_distributed()
-    return 0
+    with tempfile.TemporaryDirectory(prefix='adaptive_cnn_') as tmp:
+        argv = args.argv
+        if args.config == 'auto':
+            save_config(cfg, Path(tmp)/'auto.yaml')
+            argv = worker_argv(argv, Path(tmp)/'auto.yaml')
+        return launch(nprocs, argv, args.max_restarts, cpu=device.type == 'cpu', debug=args.debug)
 
 # %% ../nbs/10_cli.ipynb #0eac8c83
 def check_train_args(args):

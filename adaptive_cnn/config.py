@@ -116,6 +116,7 @@ class TrainConfig:
     precision:Literal['bf16', 'fp16', 'fp32'] = 'bf16'   # autocast precision
     channels_last:bool = True                            # NHWC memory format (faster convolutions)
     compile:bool = False                                 # torch.compile the model
+    compile_mode:Literal['default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs'] = 'default' # torch.compile mode; reduce-overhead: CUDA graphs (GPU)
     seed:int = option(42, ge=0)                          # seed of the split, the initialisation and the augmentation
     deterministic:bool = False                           # deterministic kernels: resumed runs match uninterrupted ones
     class_weights:Optional[Literal['balanced']] = None   # 'balanced': weight each class's loss by n / (classes × its count), for imbalanced data

@@ -10,7 +10,7 @@ __all__ = ['MNIST_FAMILY', 'CIFAR10_BIN', 'CIFAR10_PY', 'DATASETS', 'DataError',
            'iterate_batches', 'fits_on_device', 'place_data', 'normalize', 'image_tensor', 'preprocess_image']
 
 # %% ../nbs/02_data.ipynb #ac76115e
-import difflib, gzip, os, pickle
+import difflib, functools, gzip, os, pickle
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -427,10 +427,10 @@ def epoch_order(n:int, seed:int, epoch:int) -> torch.Tensor:
 
 def iterate_batches(data:ImageData, batch_size:int, order:torch.Tensor|None=None, drop_last:bool=False):
     "Yield `ImageData` batches of `data` in `order` (default: as stored)."
-    order = torch.arange(len(data)) if order is None else order
+    order = (torch.arange(len(data)) if order is None else order).to(data.images.device, non_blocking=True)
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for i in range(0, stop, batch_size):
-        yield data[order[i:i + batch_size].to(data.images.device)]
+        yield data[order[i:i + batch_size]]
 
 # %% ../nbs/02_data.ipynb #d5aa0f29
 def fits_on_device(nbytes:int, device:torch.device, budget:float=0.5) -> bool:
@@ -449,10 +449,15 @@ def place_data(ds:Dataset, device:torch.device, budget:float=0.5) -> Dataset:
     return replace(ds, train=train, val=val)
 
 # %% ../nbs/02_data.ipynb #80292708
+@functools.lru_cache(maxsize=64)
+def _affine(mean:tuple, std:tuple, device:torch.device, dtype:torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = torch.tensor([1 / (255 * s) for s in std], dtype=dtype)[:, None, None].to(device)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=dtype)[:, None, None].to(device)
+    return scale, shift
+
 def normalize(images:torch.Tensor, mean:list[float], std:list[float], dtype=torch.float32) -> torch.Tensor:
     "uint8 N×C×H×W → float `(x / 255 - mean) / std`, per channel."
-    scale = torch.tensor([1 / (255 * s) for s in std], device=images.device, dtype=dtype)[:, None, None]
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=images.device, dtype=dtype)[:, None, None]
+    scale, shift = _affine(tuple(mean), tuple(std), images.device, dtype)
     return torch.addcmul(shift, images.to(dtype), scale)
 
 # %% ../nbs/02_data.ipynb #8348d896

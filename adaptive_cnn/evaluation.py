@@ -52,8 +52,8 @@ def predict_probs(model:torch.nn.Module, data:ImageData, cfg:Config, device:torc
         for dy, dx, mirror in views:
             x = normalize(view_of(images, dy, dx, mirror, fill), d.mean, d.std).contiguous(memory_format=fmt)
             with autocast(device, t.precision): probs = probs + model(x).float().softmax(1)
-        out.append((probs / len(views)).cpu())
-    return torch.cat(out)
+        out.append(probs / len(views))
+    return torch.cat(out).cpu()          # one copy to the host at the end: no wait for the GPU between batches
 
 # %% ../nbs/06_evaluation.ipynb #23c21539
 def calibration_bins(probs:np.ndarray, labels:np.ndarray, n_bins:int=15) -> dict:

@@ -17,8 +17,12 @@ Variants (--variants): the config's own settings, then each of precision (bf16 <
 flipped on its own; `--variants grid` runs every combination. --no-compile drops the torch.compile variants (slow to
 compile on a CPU).
 
+--compile-mode MODE is short for --set train.compile_mode=MODE (used where train.compile is on). --cudnn-benchmark
+sets `torch.backends.cudnn.benchmark` for every variant (the library leaves it off: see benchmarks/RESULTS.md).
+
     python benchmarks/train_throughput.py --config cifar10 --synthetic-only --variants --json out.json
     python benchmarks/train_throughput.py --config mnist --device cpu --steps 5 --warmup 2 --batch-size 64
+    python benchmarks/train_throughput.py --config mnist --set train.compile=true --compile-mode reduce-overhead
 """
 import argparse, datetime, gc, itertools, json, os, platform, subprocess, sys, tempfile, time
 from dataclasses import replace
@@ -47,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument('--variants', nargs='?', const='oneway', choices=['oneway', 'grid'], default=None,
                    help='also measure precision / channels_last / compile flipped one at a time (oneway, the default) or every combination (grid)')
     p.add_argument('--no-compile', action='store_true', help='skip the torch.compile variants')
+    p.add_argument('--compile-mode', choices=['default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs'],
+                   help="short for --set train.compile_mode=MODE: the torch.compile mode of the compiled variants")
+    p.add_argument('--cudnn-benchmark', action='store_true', help='torch.backends.cudnn.benchmark on for every variant')
     p.add_argument('--set', dest='overrides', action='append', default=[], metavar='SECTION.KEY=VALUE',
                    help='extra config override for every variant (repeatable), e.g. --set train.compile=true')
     p.add_argument('--data-root', help='dataset folder (default: $ADAPTIVE_CNN_DATA, else ./data)')
@@ -71,8 +78,9 @@ def variant_overrides(base, kind:str|None, no_compile:bool) -> list[list[str]]:
             for p, c, k in dict.fromkeys(combos)]   # in order, without duplicates
 
 
-def describe(t) -> str:
-    return f"{t.precision}, {'channels_last' if t.channels_last else 'NCHW'}, {'compiled' if t.compile else 'eager'}"
+def describe(t, compile_mode:str|None=None) -> str:
+    compiled = f'compiled ({compile_mode})' if compile_mode and compile_mode != 'default' else 'compiled'
+    return f"{t.precision}, {'channels_last' if t.channels_last else 'NCHW'}, {compiled if t.compile else 'eager'}"
 
 
 def synchronize(device:torch.device):
@@ -141,7 +149,7 @@ def model_only(cfg, device:torch.device, warmup:int, steps:int) -> dict:
     torch.manual_seed(t.seed)
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
     model = AdaptiveCNN.from_config(cfg).to(device=device, memory_format=fmt).train()
-    forward = torch.compile(model) if t.compile else model
+    forward = torch.compile(model, mode=t.compile_mode) if t.compile else model
     optimizer = build_optimizer(model, t)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == 'fp16')
     # two batches, alternated, so that no step reuses the last one's input
@@ -189,17 +197,24 @@ def error_text(e:BaseException) -> str:
 
 
 def format_table(rows:list[dict]) -> str:
-    head = f"{'variant':<32}{'end_to_end img/s':>18}{'model_only img/s':>18}{'ratio':>8}{'e2e ms/step':>13}{'model ms/step':>15}{'warm-up s e2e/model':>21}"
+    head = f"{'variant':<48}{'end_to_end img/s':>18}{'model_only img/s':>18}{'ratio':>8}{'e2e ms/step':>13}{'model ms/step':>15}{'warm-up s e2e/model':>21}"
     lines = [head, '-' * len(head)]
     num = lambda r, k, f: format(r[k], f) if r.get(k) is not None else '-'
     for r in rows:
         e, m = r.get('end_to_end') or {}, r.get('model_only') or {}
-        lines.append(f"{r['variant']:<32}{num(e, 'images_per_s', ',.0f'):>18}{num(m, 'images_per_s', ',.0f'):>18}"
+        lines.append(f"{r['variant']:<48}{num(e, 'images_per_s', ',.0f'):>18}{num(m, 'images_per_s', ',.0f'):>18}"
                      f"{num(r, 'ratio', '.2f'):>8}{num(e, 'ms_per_step', '.1f'):>13}{num(m, 'ms_per_step', '.1f'):>15}"
                      f"{num(e, 'warmup_s', '.1f') + ' / ' + num(m, 'warmup_s', '.1f'):>21}")
         for what in ('end_to_end', 'model_only'):
             if r.get(f'{what}_error'): lines.append(f"    {what} failed: {r[f'{what}_error']}")
     return '\n'.join(lines)
+
+
+def write_json(path, obj):
+    "Write `obj` to `path` whole (a temporary file, then a rename)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp.write_text(json.dumps(obj, indent=1) + '\n'); os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -209,6 +224,8 @@ def main(argv=None) -> int:
     extra = list(args.overrides)
     if args.batch_size is not None: extra.append(f'train.batch_size={args.batch_size}')
     if args.data_root is not None: extra.append(f'data.root={json.dumps(args.data_root)}')
+    if args.compile_mode is not None: extra.append(f'train.compile_mode={args.compile_mode}')
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     try: base = load_config(args.config, extra)
     except AdaptiveCNNError as e: sys.exit(f'train_throughput: {e}')
     batch = base.train.batch_size
@@ -230,7 +247,7 @@ def main(argv=None) -> int:
                 python=platform.python_version(), adaptive_cnn=adaptive_cnn.__version__, git=git_commit(),
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                 batch_size=batch, steps=args.steps, warmup=args.warmup, data=f'{source}, {where}', data_load_s=load_s,
-                overrides=extra, command=' '.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                overrides=extra, cudnn_benchmark=args.cudnn_benchmark, command=' '.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                 loadavg=list(os.getloadavg()) if hasattr(os, 'getloadavg') else None)
     print(f"train_throughput: {args.config} on {meta['device_name']} ({device}), torch {meta['torch']}, {meta['date']}")
     print(f"  data {meta['data']} (loaded in {load_s:.1f} s); batch {batch}, {args.warmup} warm-up + {args.steps} timed steps"
@@ -241,25 +258,29 @@ def main(argv=None) -> int:
         for k, overrides in enumerate(variant_overrides(base.train, args.variants, args.no_compile)):
             cfg = load_config(args.config, extra + overrides)
             cfg = replace(cfg, data=dataset.data)
-            row = dict(variant=describe(cfg.train), precision=cfg.train.precision, channels_last=cfg.train.channels_last,
-                       compile=cfg.train.compile, overrides=overrides)
+            mode = cfg.train.compile_mode if cfg.train.compile else None
+            row = dict(variant=describe(cfg.train, mode), precision=cfg.train.precision, channels_last=cfg.train.channels_last,
+                       compile=cfg.train.compile, compile_mode=mode, overrides=overrides)
             for what, measure in (('end_to_end', lambda: end_to_end(cfg, dataset, device, args.warmup, args.steps, Path(tmp)/f'run{k}')),
                                   ('model_only', lambda: model_only(cfg, device, args.warmup, args.steps))):
                 try: row[what] = measure()
                 except Exception as e:   # one variant failing (a compiler missing, out of memory) leaves the others
                     row[what], row[f'{what}_error'], failed = None, error_text(e), True
                 release(device)
+                r = row[what]   # shown at once: a run cut short by a time limit keeps what it measured
+                print(f"    {row['variant']}: {what} " + (f"{r['images_per_s']:,.0f} img/s, {r['ms_per_step']:.2f} ms/step, warm-up {r['warmup_s']:.1f} s"
+                                                      if r else f"failed: {row[f'{what}_error']}"), flush=True)
             if row['end_to_end'] and row['model_only']:
                 row['ratio'] = row['end_to_end']['images_per_s'] / row['model_only']['images_per_s']
             rows.append(row)
             print(f"  {row['variant']}: " + ', '.join(f"{w} {row[w]['images_per_s']:,.0f} img/s" if row[w] else f'{w} failed'
                                                        for w in ('end_to_end', 'model_only')), flush=True)
+            if args.json: write_json(args.json, dict(meta, results=rows, complete=False))   # kept if a later variant is cut short
 
     print()
     print(format_table(rows))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(dict(meta, results=rows), indent=1) + '\n')
+        write_json(args.json, dict(meta, results=rows, complete=True))
         print(f'\nresults written to {args.json}')
     return 1 if failed else 0
 
