@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['COMMANDS', 'ArgumentParser', 'build_parser', 'config_from_args', 'summary_command', 'format_profile',
-           'profile_command', 'worker_argv', 'launch_workers', 'check_train_args', 'report_results', 'train_command',
-           'evaluation_dir', 'evaluate_command', 'export_command', 'test_command', 'main']
+           'profile_command', 'worker_argv', 'launch_workers', 'train_worker', 'check_train_args', 'report_results',
+           'train_command', 'evaluation_dir', 'evaluate_command', 'export_command', 'test_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #68db8390
 import argparse, json, os, shlex, sys, tempfile, traceback
@@ -157,6 +157,24 @@ def launch_workers(args, cfg, nprocs:int) -> int:
             save_config(cfg, Path(tmp)/'auto.yaml')
             argv = worker_argv(argv, Path(tmp)/'auto.yaml')
         return launch(nprocs, argv, args.max_restarts, cpu=device.type == 'cpu', debug=args.debug)
+
+
+def train_worker(args, cfg) -> int:
+    "One torchrun worker: join the process group and train this rank's part."
+    asked = args.num_procs or args.num_gpus
+    local = int(os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE']))
+    if asked is not None and asked != local:
+        raise UsageError(f'{"--num-procs" if args.num_procs else "--num-gpus"} {asked}, but torchrun started {local} processes on this machine; '
+                         'leave the option out under torchrun, or make the two agree')
+    ctx = init_distributed('cpu' if args.num_procs else 'cuda' if args.num_gpus else None, cfg.distributed.backend)
+    try:
+        resume, overwrite = restarted_run_flags(Path(cfg.output.dir), args.resume, args.overwrite)
+        trainer = Trainer(cfg, resume=resume, overwrite=overwrite, progress=not args.no_progress, dist=ctx)
+        try: results = trainer.fit()
+        finally: trainer.close()
+        if ctx.is_main: report_results(cfg, results)
+    finally: shutdown_distributed()
+    return 0
 
 # %% ../nbs/10_cli.ipynb #0eac8c83
 def check_train_args(args):
