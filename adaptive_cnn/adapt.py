@@ -82,8 +82,9 @@ class DatasetProfile:
 
 # %% ../nbs/09_adapt.ipynb #bde5c29e
 def dataset_source(name:str) -> str:
-    "A built-in dataset name as it is, anything else as an absolute path (a saved config must find it again)."
-    return name if name.lower() in DATASETS else str(Path(name).expanduser().resolve())
+    "A built-in name as it is, an existing path made absolute (a saved config must find it again), anything else as given."
+    path = Path(name).expanduser()
+    return str(path.resolve()) if name.lower() not in DATASETS and path.exists() else name   # a typo keeps its "did you mean"
 
 def dataset_config(dataset:str,           # built-in name (mnist, cifar10, ...), image folder or .npz file
                    overrides:list[str]=(), # 'section.key=value' strings, e.g. 'data.root=...'
