@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['PLAIN_BORDER_STD', 'PLAIN_SHARE', 'FLIP_ASYMMETRY_MAX', 'MEAN_SAMPLE', 'IMBALANCE_MAX', 'border_pixels', 'background',
-           'flip_asymmetry', 'DatasetProfile', 'dataset_source', 'dataset_config', 'profile_data', 'profile_dataset',
-           'halvings', 'base_width', 'stage_depths', 'suggest_model', 'even_ceil', 'suggest_data', 'suggest_augment',
-           'suggest_train', 'suggest_config', 'auto_config', 'reading_overrides', 'load_whole', 'save_npz_dataset',
-           'save_image_folder', 'resize_split']
+           'flip_asymmetry', 'DatasetProfile', 'dataset_source', 'dataset_config', 'reading_overrides', 'load_whole',
+           'training_pool', 'profile_data', 'profile_dataset', 'halvings', 'base_width', 'stage_depths',
+           'suggest_model', 'even_ceil', 'suggest_data', 'suggest_augment', 'suggest_train', 'suggest_config',
+           'auto_config', 'save_npz_dataset', 'save_image_folder']
 
 # %% ../nbs/09_adapt.ipynb #eae79f18
 import json, math, statistics
@@ -92,11 +92,24 @@ def dataset_config(dataset:str,           # built-in name (mnist, cifar10, ...),
     "The default config pointed at `dataset`: how a dataset is read before anything is known about it."
     return load_config(None, [f'data.dataset={json.dumps(dataset_source(str(dataset)))}', *overrides])
 
+def reading_overrides(overrides:list[str]) -> list[str]:
+    "The overrides that change what is read: the data section, and the seed that draws the held-out splits."
+    return [o for o in overrides if (k := o.partition('=')[0].strip()).startswith('data.') or k == 'train.seed']
+
+def load_whole(dataset:str, overrides:list[str]=()) -> Dataset:
+    "`dataset` loaded as the rules see it: with the data overrides (a root, a resize), but without `data.train_subset`."
+    cfg = dataset_config(dataset, reading_overrides(overrides))   # `model.widths=[..]` is for the derived config, not the defaults
+    return load_data(replace(cfg, data=replace(cfg.data, train_subset=None)))   # a subset shortens a run, not the network
+
+def training_pool(ds:Dataset) -> ImageData:
+    "Every labelled training image of `ds`: its training split and the validation split held out of it."
+    return ImageData(torch.cat([ds.train.images, ds.val.images]), torch.cat([ds.train.labels, ds.val.labels]))
+
 def profile_data(ds:Dataset,             # a loaded dataset (`load_data`)
                  hflip:bool|None=None,    # override the flip heuristic
                 ) -> DatasetProfile:
     "Measure what `suggest_config` needs on the training pool of `ds`."
-    pool = ImageData(torch.cat([ds.train.images, ds.val.images]), torch.cat([ds.train.labels, ds.val.labels]))
+    pool = training_pool(ds)
     d = ds.data
     mean, std = channel_stats(pool.images)
     plain, polarity = background(pool.images)
@@ -114,7 +127,7 @@ def profile_dataset(dataset:str,           # built-in name (mnist, cifar10, ...)
                    ) -> DatasetProfile:
     "Read `dataset` and measure what `suggest_config` needs."
     overrides = [] if root is None else [f'data.root={json.dumps(str(root))}']
-    return profile_data(load_data(dataset_config(dataset, overrides)), hflip)
+    return profile_data(load_whole(dataset, overrides), hflip)
 
 # %% ../nbs/09_adapt.ipynb #b274c5d3
 def halvings(image_size:list[int]) -> int:
@@ -217,14 +230,7 @@ def auto_config(dataset:str,            # built-in name, image folder or .npz fi
     "Profile `dataset` and return its suggested config with `overrides` applied."
     return load_config(suggest_config(profile_data(load_whole(dataset, overrides)), why), overrides)
 
-def reading_overrides(overrides:list[str]) -> list[str]:
-    "The overrides that change what is read: the data section, and the seed that draws the held-out splits."
-    return [o for o in overrides if (k := o.partition('=')[0].strip()).startswith('data.') or k == 'train.seed']
 
-def load_whole(dataset:str, overrides:list[str]=()) -> Dataset:
-    "`dataset` loaded as the rules see it: with the data overrides (a root, a resize), but without `data.train_subset`."
-    cfg = dataset_config(dataset, reading_overrides(overrides))   # `model.widths=[..]` is for the derived config, not the defaults
-    return load_data(replace(cfg, data=replace(cfg.data, train_subset=None)))   # a subset shortens a run, not the network
 
 # %% ../nbs/09_adapt.ipynb #20c2390e
 def save_npz_dataset(path:str|Path,         # the .npz file to write
@@ -242,11 +248,3 @@ def save_image_folder(folder:str|Path, split:ImageData, classes:list[str]):
     for c in classes: (folder/c).mkdir(parents=True, exist_ok=True)
     for i, (x, y) in enumerate(zip(split.images.permute(0, 2, 3, 1).numpy(), split.labels.tolist())):
         Image.fromarray(x[..., 0] if x.shape[-1] == 1 else x).save(folder/classes[y]/f'{i:06d}.png')
-
-def resize_split(split:ImageData, size:int, to_grey:bool=False) -> ImageData:
-    "`split` resized (antialiased) to size×size, optionally converted to grey (ITU-R 601 luma)."
-    x = split.images.float()
-    if to_grey and x.shape[1] == 3: x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
-    x = torch.cat([torch.nn.functional.interpolate(c, size=(size, size), mode='bilinear', antialias=True)
-                   for c in x.split(4096)])
-    return ImageData(x.round().clamp(0, 255).to(torch.uint8), split.labels)

@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from adaptive_cnn.adapt import profile_dataset, resize_split, save_image_folder, save_npz_dataset, suggest_config
+from adaptive_cnn.adapt import dataset_config, profile_dataset, save_image_folder, save_npz_dataset, suggest_config
 from adaptive_cnn.config import load_config
-from adaptive_cnn.data import ImageData, read_mnist_family
+from adaptive_cnn.data import ImageData, load_data, read_mnist_family
 from adaptive_cnn.training import Trainer
 from conftest import error_line
 
@@ -27,6 +27,12 @@ def data_root() -> Path:
 @pytest.fixture(scope='module')
 def mnist(data_root):
     return read_mnist_family('mnist', data_root, download=False)
+
+
+@pytest.fixture(scope='module')
+def mnist56(data_root):
+    "MNIST enlarged to 56×56 by the data layer (`data.image_size`)."
+    return load_data(dataset_config('mnist', ['data.image_size=[56,56]']))
 
 
 def digits(split:ImageData, per_class:dict, seed:int=0) -> ImageData:
@@ -65,10 +71,10 @@ def test_real_profiles_give_the_specification_configs(name, data_root, run_cli):
     assert json.loads(out)['suggested_config'] == asdict(load_config(name))
 
 
-def test_train_auto_on_a_56px_png_folder_of_five_digits(mnist, tmp_path, run_cli):
+def test_train_auto_on_a_56px_png_folder_of_five_digits(mnist56, tmp_path, run_cli):
     folder = tmp_path/'digits56'
-    save_image_folder(folder/'train', resize_split(digits(mnist.train, {d: 400 for d in range(5)}), 56), list('01234'))
-    save_image_folder(folder/'test', resize_split(digits(mnist.test, {d: 60 for d in range(5)}), 56), list('01234'))
+    save_image_folder(folder/'train', digits(mnist56.train, {d: 400 for d in range(5)}), list('01234'))
+    save_image_folder(folder/'test', digits(mnist56.test, {d: 60 for d in range(5)}), list('01234'))
     code, out, err = run_cli('profile', folder)
     assert code == 0, err
     assert 'plain, light on dark' in out and 'flips         off' in out and 'images        1×56×56' in out
