@@ -14,11 +14,11 @@ from dataclasses import asdict
 from pathlib import Path
 import torch
 import adaptive_cnn
-from .config import AdaptiveCNNError, UsageError, config_yaml, load_config, save_config
+from .config import AdaptiveCNNError, UsageError, check_writable, config_yaml, load_config, save_config
 from .models import AdaptiveCNN, model_summary
 from .data import load_data
 from .adapt import auto_config, dataset_source, load_whole, profile_data, suggest_config
-from .training import Trainer, default_device, check_precision, prepare_output_dir
+from .training import Trainer, TrainingInterrupted, default_device, check_precision, check_output_dir
 from .distributed import (launched_by_torchrun, init_distributed, shutdown_distributed, check_gpus, launch,
                                       pick_backend, restarted_run_flags)
 
@@ -155,7 +155,7 @@ def launch_workers(args, cfg, nprocs:int) -> int:
     device = torch.device('cpu' if args.num_procs or not args.num_gpus and not torch.cuda.is_available() else 'cuda')
     check_precision(cfg.train.precision, device)
     pick_backend(cfg.distributed.backend, device)
-    prepare_output_dir(Path(cfg.output.dir), args.resume, args.overwrite)
+    check_output_dir(Path(cfg.output.dir), args.resume, args.overwrite)
     if not args.resume: load_data(cfg)        # unreadable data is reported once, here, not by every worker
     with tempfile.TemporaryDirectory(prefix='adaptive_cnn_') as tmp:
         argv = args.argv
@@ -252,6 +252,7 @@ def test_command(args) -> int:
     from adaptive_cnn.inference import Predictor, expand_paths, classify_files, records_csv, gradcam_overlay, save_image, read_image
     cfg = config_from_args(args)
     if args.topk < 1: raise UsageError(f'--topk {args.topk}: give a number of at least 1')
+    if args.gradcam: check_writable(Path(args.gradcam).parent, 'its folder', '--gradcam', target=args.gradcam)
     predictor = Predictor(cfg, args.checkpoint)
     paths = expand_paths(args.images)
     if not paths: raise UsageError(f'{", ".join(args.images)}: no files to classify')
@@ -284,6 +285,10 @@ def main(argv:list[str]|None=None) -> int:
     rank = int(os.environ['RANK']) if launched_by_torchrun() else 0
     who = f'[rank {rank}] ' if rank else ''
     try: return COMMANDS[args.command](args)
+    except TrainingInterrupted as e:                      # not an error: the run is saved and says how to go on
+        if args.debug: traceback.print_exc()
+        print(f'adaptive-cnn: {who}{e}', file=sys.stderr)
+        return e.exit_code
     except AdaptiveCNNError as e:
         if args.debug: traceback.print_exc()
         if getattr(e, 'reported_by', None) is None:       # an error all ranks share is printed by rank 0 alone

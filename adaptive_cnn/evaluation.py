@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn import metrics as skm
-from .config import Config, AugmentConfig, UsageError, atomic_write, config_from_dict
+from .config import Config, AugmentConfig, UsageError, atomic_write, check_writable, config_from_dict
 from .data import ImageData, load_data, normalize, iterate_batches
 from .models import AdaptiveCNN
 from .augment import batch_crop
@@ -238,9 +238,9 @@ def evaluate_checkpoint(cfg:Config,                     # config whose architect
     state = load_checkpoint(checkpoint)
     model, cfg = model_for_checkpoint(cfg, state, str(checkpoint))
     out = Path(out)
-    try: out.mkdir(parents=True, exist_ok=True); (out/'.write_test').write_bytes(b''); (out/'.write_test').unlink()
-    except OSError as e: raise UsageError(f'{out}: evaluation folder is not writable ({e.strerror}); choose another --output-dir') from None
+    check_writable(out, 'evaluation folder', '--output-dir')
     ds = data or load_data(cfg)
+    out.mkdir(parents=True, exist_ok=True)            # once the data has loaded: a failed evaluation leaves no folder
     split, images = ('test', ds.test) if ds.test is not None else ('validation', ds.val)
     device = torch.device(device) if device is not None else default_device()
     start = time.perf_counter()

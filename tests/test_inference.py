@@ -136,11 +136,12 @@ def test_export_matches_pytorch_on_real_images(trained, run_cli, tmp_path, fmt):
 
 def test_export_errors_are_one_line(trained, run_cli, tmp_path):
     ckpt, _, _ = trained
-    code, out, err = run_cli('export', 'mnist', ckpt, '--format', 'onnx', '--out', tmp_path/'missing'/'m.onnx')
-    assert code == 2 and 'does not exist' in error_line(err)
+    (tmp_path/'afile').write_text('x')
+    code, out, err = run_cli('export', 'mnist', ckpt, '--format', 'onnx', '--out', tmp_path/'afile'/'m.onnx')
+    assert code == 2 and f'its folder is not writable ({tmp_path}/afile is a file); choose another --out' in error_line(err)
     code, out, err = run_cli('export', 'mnist', ckpt, '--format', 'tflite', '--out', tmp_path/'m.tflite')
     assert code == 2 and "invalid choice: 'tflite'" in err and len(err.splitlines()) == 1
-    assert not list(tmp_path.iterdir())                          # nothing written, no temporary file left
+    assert [p.name for p in tmp_path.iterdir()] == ['afile']      # nothing written, no temporary file left
 
 
 @pytest.mark.parametrize('suffix', ['.png', '.jpg', '.bmp', '.gif', '.tiff', '.webp'])

@@ -140,9 +140,15 @@ def test_cli_cifar10_smoke_run_with_autoaugment_cutmix_and_swa(tmp_path, run_cli
     assert last['swa_model'] is not None and last['swa_scheduler']['anneal_epochs'] == 2   # 256 images / 128 per step
 
 
-def test_resume_without_a_run_is_a_clear_error(tmp_path, run_cli):
-    code, stdout, err = run_cli('train', 'mnist', '--output-dir', str(tmp_path/'none'), '--resume')
-    assert code == 2 and 'nothing to resume' in error_line(err)
+def test_resume_without_a_checkpoint_starts_from_the_beginning(tmp_path, mnist_data):
+    # a run killed before its first epoch ended has no last.pth: --resume starts it again, and says so
+    cfg = small_mnist(tmp_path/'run', 'train.epochs=1')
+    (tmp_path/'run').mkdir(); (tmp_path/'run'/'config.yaml').write_text('left by a run killed at its start\n')
+    trainer = Trainer(cfg, resume=True, progress=False, data=mnist_data); trainer.fit(); trainer.close()
+    log = (tmp_path/'run'/'train.log').read_text()
+    assert 'no checkpoint to resume from (checkpoints/last.pth); starting from the beginning' in log
+    assert load_checkpoint(tmp_path/'run'/'checkpoints'/'last.pth')['epoch'] == 1
+    assert load_config(tmp_path/'run'/'config.yaml').train.epochs == 1        # the stale file was replaced
 
 
 def test_overwrite_starts_clean_and_stale_temporary_files_go(tmp_path, mnist_data):
