@@ -156,7 +156,8 @@ def launch_workers(args, cfg, nprocs:int) -> int:
     check_precision(cfg.train.precision, device)
     pick_backend(cfg.distributed.backend, device)
     check_output_dir(Path(cfg.output.dir), args.resume, args.overwrite)
-    if not args.resume: load_data(cfg)        # unreadable data is reported once, here, not by every worker
+    if not (args.resume and (Path(cfg.output.dir)/'checkpoints'/'last.pth').is_file()):
+        load_data(cfg)                        # unreadable data is reported once, here, not by every worker
     with tempfile.TemporaryDirectory(prefix='adaptive_cnn_') as tmp:
         argv = args.argv
         if args.config == 'auto':
@@ -287,7 +288,7 @@ def main(argv:list[str]|None=None) -> int:
     try: return COMMANDS[args.command](args)
     except TrainingInterrupted as e:                      # not an error: the run is saved and says how to go on
         if args.debug: traceback.print_exc()
-        print(f'adaptive-cnn: {who}{e}', file=sys.stderr)
+        print(f'adaptive-cnn: {who}{e.command_line}', file=sys.stderr)
         return e.exit_code
     except AdaptiveCNNError as e:
         if args.debug: traceback.print_exc()

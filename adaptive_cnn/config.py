@@ -335,19 +335,19 @@ def atomic_write(path:str|os.PathLike, # the file to (over)write
                  mode:str='wb',         # 'wb' for bytes, 'w' for text
                 ):
     "Open a temporary file for writing; on success it replaces `path`, on error `path` is untouched."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    umask = os.umask(0); os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes the file private; the result should have normal permissions
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+        umask = os.umask(0); os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes the file private; the result should have normal permissions
         with os.fdopen(fd, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None: Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):   # the disk filled up or went away: say which file, and that its old version stands
             kept = 'its previous version is kept' if path.exists() else 'nothing was written'
             raise WriteError(f'{path}: cannot write ({e.strerror or e}); {kept}. Free some space (or fix the folder) and '

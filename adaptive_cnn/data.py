@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['MNIST_FAMILY', 'CIFAR10_BIN', 'CIFAR10_PY', 'MAX_PIXELS', 'DATASETS', 'DataError', 'ImageData', 'RawDataset',
            'read_idx', 'read_mnist_family', 'read_cifar10_bin', 'load_array_pickle', 'read_cifar_py', 'read_cifar10',
-           'read_cifar100', 'read_svhn', 'list_image_folder', 'decode_image', 'decode_images', 'read_image_folder',
-           'npz_shapes', 'available_memory', 'check_npz_size', 'read_npz', 'read_dataset', 'stratified_holdout',
-           'channel_stats', 'Dataset', 'load_data', 'epoch_order', 'iterate_batches', 'fits_on_device', 'place_data',
-           'normalize', 'image_tensor', 'preprocess_image']
+           'read_cifar100', 'read_svhn', 'list_image_folder', 'available_memory', 'check_fits_in_memory',
+           'decode_image', 'decode_images', 'read_image_folder', 'npz_shapes', 'check_npz_size', 'read_npz',
+           'read_dataset', 'stratified_holdout', 'channel_stats', 'Dataset', 'load_data', 'epoch_order',
+           'iterate_batches', 'fits_on_device', 'place_data', 'normalize', 'image_tensor', 'preprocess_image']
 
 # %% ../nbs/02_data.ipynb #ac76115e
-import difflib, functools, gzip, math, os, pickle, zipfile
+import difflib, functools, gzip, math, os, pickle, warnings, zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -207,6 +207,22 @@ def list_image_folder(folder:Path) -> tuple[list[str], list[tuple[str, int]]]:
 # %% ../nbs/02_data.ipynb #805edfdc
 _GRAY_MODES = {'1', 'L', 'LA', 'I', 'I;16', 'F'}
 MAX_PIXELS = 40_000_000          # decoded-pixel limit per image: 40 megapixels, a large photo
+# Pillow warns (on stderr) between 89 and 179 megapixels; our limit is lower and our error says it in one line
+warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+
+def available_memory() -> int:
+    "Bytes of memory available to a new allocation (Linux: MemAvailable), or the physical memory elsewhere."
+    try: return 1024 * next(int(l.split()[1]) for l in Path('/proc/meminfo').read_text().splitlines() if l.startswith('MemAvailable:'))
+    except (OSError, StopIteration, ValueError): return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+def _gb(n:int) -> str: return f'{n / 2**30:,.1f} GiB'
+
+def check_fits_in_memory(nbytes:int, source, what:str, memory:int|None=None):
+    "Refuse to decode `nbytes` of images from `source` unless twice that fits in `memory` (default: what is available)."
+    memory = available_memory() if memory is None else memory
+    if 2 * nbytes > memory:
+        raise DataError(f'{source}: {what} would take {_gb(nbytes)} of memory once decoded, more than half the {_gb(memory)} '
+                        'available; use a smaller dataset (or a machine with more memory)')
 
 def _over_limit(path, w:int, h:int) -> str:
     return (f'{path}: {w}×{h} = {w * h:,} pixels is over the decoded-pixel limit of {MAX_PIXELS:,} (a decompression bomb, '
@@ -244,6 +260,8 @@ def decode_images(paths:list, channels:int|None=None, size:tuple[int, int]|None=
     resized = sum(n for s, n in sizes.items() if s != tuple(size))
     if resized: notes.append(f'{resized} of {len(paths)} images were resized to {size[0]}×{size[1]} (sizes found: '
                              + ', '.join(f'{h}×{w}' for h, w in list(sizes)[:5]) + ('...' if len(sizes) > 5 else '') + ')')
+    check_fits_in_memory(len(paths) * channels * size[0] * size[1], Path(paths[0]).parent.parent,
+                         f'{len(paths):,} images of {channels}×{size[0]}×{size[1]}')
     mode = 'L' if channels == 1 else 'RGB'
     arrays = list(ThreadPoolExecutor().map(lambda p: decode_image(p, mode, tuple(size)), paths))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), notes
@@ -294,24 +312,14 @@ def npz_shapes(path:Path) -> dict[str, tuple[tuple, np.dtype]]:
             out[info.filename[:-4]] = (shape, dtype)
     return out
 
-def available_memory() -> int:
-    "Bytes of memory available to a new allocation (Linux: MemAvailable), or the physical memory elsewhere."
-    try: return 1024 * next(int(l.split()[1]) for l in Path('/proc/meminfo').read_text().splitlines() if l.startswith('MemAvailable:'))
-    except (OSError, StopIteration, ValueError): return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-
-def _gb(n:int) -> str: return f'{n / 2**30:,.1f} GiB'
-
 def check_npz_size(path:Path, memory:int|None=None):
     "Refuse an `.npz` whose arrays would not fit (twice) in `memory` (default: what is available) once decompressed."
     try: shapes = npz_shapes(path)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e: raise DataError(f'{path}: cannot read .npz file ({e})') from None
     sizes = {k: math.prod(s) * d.itemsize for k, (s, d) in shapes.items()}
-    memory = available_memory() if memory is None else memory
-    if 2 * sum(sizes.values()) > memory:
-        k = max(sizes, key=sizes.get)
-        raise DataError(f'{path}: its arrays would take {_gb(sum(sizes.values()))} of memory once decompressed ({k}: '
-                        f'{" × ".join(map(str, shapes[k][0]))} of {shapes[k][1]}), more than half the {_gb(memory)} available; '
-                        'use a smaller dataset (or a machine with more memory)')
+    k = max(sizes, key=sizes.get)
+    check_fits_in_memory(sum(sizes.values()), path, f'its arrays ({k}: {" × ".join(map(str, shapes[k][0]))} of {shapes[k][1]})',
+                         memory)
 
 def _read_npz_arrays(z, path:Path) -> RawDataset:
     missing = [k for k in ('x', 'y') if k not in z.files]

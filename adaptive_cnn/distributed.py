@@ -180,9 +180,9 @@ def check_gpus(n:int):
     "Refuse `--num-gpus n` on a machine with fewer GPUs."
     have = torch.cuda.device_count()
     if n > have:
-        fewer = f'use --num-gpus {have} or fewer, ' if have else ''
-        raise UsageError(f'--num-gpus {n}: this machine has {have} CUDA GPU{"" if have == 1 else "s"}; {fewer}'
-                         + (f'or --num-procs {n} to run {n} CPU processes with gloo' if n > 1 else 'or leave out --num-gpus to train on the CPU'))
+        cpu = f'--num-procs {n} to run {n} CPU processes with gloo' if n > 1 else 'leave out --num-gpus to train on the CPU'
+        fewer = f'use --num-gpus {have} or fewer, or ' if have else ('use ' if n > 1 else '')
+        raise UsageError(f'--num-gpus {n}: this machine has {have} CUDA GPU{"" if have == 1 else "s"}; {fewer}{cpu}')
 
 def torchrun_args(nprocs:int, worker_args:list[str], max_restarts:int=0) -> list[str]:
     "torchrun's command line for `nprocs` workers on this machine running `adaptive_cnn` with `worker_args`."

@@ -147,6 +147,7 @@ def export_model(model:torch.nn.Module, example:torch.Tensor, fmt:str, out:str|P
     if fmt not in EXPORT_FORMATS: raise UsageError(f'--format {fmt}: choose one of {", ".join(EXPORT_FORMATS)}')
     out = Path(out)
     check_writable(out.parent, 'its folder', '--out', target=out)
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]    # deepest first
     out.parent.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).float().eval().to('cpu', memory_format=torch.contiguous_format)
     tmp = out.with_name(f'.{out.name}.{os.getpid()}.tmp')
@@ -166,4 +167,9 @@ def export_model(model:torch.nn.Module, example:torch.Tensor, fmt:str, out:str|P
         if not diff < tol: raise AdaptiveCNNError(f'the {fmt} export differs from PyTorch by {diff:.2e} (more than {tol:g}); nothing was written')
         os.replace(tmp, out)
         return diff
-    finally: tmp.unlink(missing_ok=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+        if not out.exists():                      # a failed export leaves no folder it made either
+            for p in made:
+                try: p.rmdir()
+                except OSError: break

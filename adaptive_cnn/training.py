@@ -36,9 +36,9 @@ class CheckpointError(UsageError):
 
 class TrainingInterrupted(AdaptiveCNNError):
     "Training stopped by SIGINT (Ctrl-C) or SIGTERM after saving where it was; exit code 128 + the signal's number."
-    def __init__(self, message:str, signum:int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
+    def __init__(self, what:str, signum:int):
+        super().__init__(f'{what}: continue it with Trainer(cfg, resume=True).fit()')
+        self.exit_code, self.command_line = 128 + signum, f'{what}: continue it with the same command and --resume'
 
 # %% ../nbs/04_training.ipynb #1febc143
 def param_groups(model:nn.Module, weight_decay:float) -> list[dict]:
@@ -157,10 +157,21 @@ def _nearest_existing(path:Path) -> Path:
     while not path.exists(): path = path.parent
     return path
 
+def _beyond_first_epoch(out:Path) -> str|None:
+    "What in `out` shows a run that got past its first epoch (which a run killed before its first last.pth cannot have)."
+    for name in ('results.json', 'checkpoints/swa_model.pth'):
+        if (out/name).is_file(): return name
+    try: epochs = len((out/'metrics.jsonl').read_text(encoding='utf-8').splitlines())
+    except OSError: epochs = 0
+    return f'metrics.jsonl with {epochs} epochs' if epochs > 1 else None
+
 def check_output_dir(out:Path, resume:bool, overwrite:bool):
     "Refuse to reuse a run's folder unless resuming or overwriting, and a folder that cannot be written; creates nothing."
     if not resume and not overwrite and any((out/name).is_file() for name in RUN_FILES):
         raise UsageError(f'{out} already holds a run; pass --resume to continue it, --overwrite to replace it, or choose another --output-dir')
+    if resume and not (out/'checkpoints'/'last.pth').is_file() and (found := _beyond_first_epoch(out)):
+        raise UsageError(f'{out}: nothing to resume from (no checkpoints/last.pth), but the run there went further ({found}); '
+                         'pass --overwrite to start it again, or choose another --output-dir')
     check_writable(out, 'output folder', '--output-dir')
 
 def run_bytes(model:nn.Module, t:TrainConfig) -> int:
@@ -171,7 +182,8 @@ def run_bytes(model:nn.Module, t:TrainConfig) -> int:
     return 2 * last + 2 * weights + 16 * 2**20
 
 def check_free_space(out:Path, need:int):
-    "Refuse to start a run the disk of `out` has no room for."
+    "Refuse to start a run the disk of `out` has no room for (the files of the run already there will be replaced)."
+    need -= sum((out/name).stat().st_size for name in RUN_FILES if (out/name).is_file())
     free = shutil.disk_usage(_nearest_existing(out)).free
     if free < need:
         raise UsageError(f'{out}: {free / 2**20:,.1f} MB free on its disk, but the run needs about {need / 2**20:,.1f} MB '
@@ -501,7 +513,7 @@ def _run_epochs(self:Trainer, until_epoch:int|None=None) -> dict:
     swa_from = swa_first_epoch(t)
     start = time.perf_counter()
     while self.epoch < min(t.epochs, until_epoch or t.epochs):
-        epoch_start = time.perf_counter()
+        epoch_start = time.perf_counter() - (self.epoch_progress or {}).get('time_s', 0.0)   # an interrupted epoch's time counts
         if swa_from is not None and self.epoch >= swa_from and self.swa_model is None: self.start_swa()
         metrics = dict(epoch=self.epoch + 1, **self.train_epoch())
         if self.swa_model is not None: self.swa_model.update_parameters(self.model)
@@ -540,7 +552,7 @@ def _finish(self:Trainer, wall_s:float) -> dict:
             if results['swa_val_acc'] >= self.best_val_acc: save_checkpoint(swa_state, ckpt/'best_model.pth')
         self.dist.on_main(save_swa)
         self.log.info(f'SWA model: val_acc {results["swa_val_acc"]:.4f} (best single model {self.best_val_acc:.4f})')
-        if self.stop_signal is not None: self.interrupt()
+    if self.stop_signal is not None: self.interrupt()
     best = load_checkpoint(ckpt/'best_model.pth')
     results['best_model'] = best['kind']
     if self.data.test is not None:
@@ -563,13 +575,13 @@ def _stop_requests(self:Trainer):
     "While training, the first SIGINT or SIGTERM asks the loop to stop after the current step; a second one acts at once."
     self.stop_signal = None
     if self.dist.distributed or threading.current_thread() is not threading.main_thread(): yield; return
-    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
     def restore():
         for s, handler in previous.items(): signal.signal(s, signal.SIG_DFL if handler is None else handler)
     def request(signum, frame):
         self.stop_signal = signum
         restore()
-    for s in STOP_SIGNALS: signal.signal(s, request)
+    for s in previous: signal.signal(s, request)
     try: yield
     finally: restore()
 
@@ -584,8 +596,7 @@ def _interrupt(self:Trainer, progress:dict|None=None):
     else: where = f'after epoch {self.epoch}/{epochs}'
     name = signal.Signals(self.stop_signal).name
     self.log.info(f'stopped by {name} {where}; {last} holds the run')
-    raise TrainingInterrupted(f'interrupted by {name} {where}; the run is saved in {last}: continue it with the same '
-                              'command and --resume', self.stop_signal)
+    raise TrainingInterrupted(f'interrupted by {name} {where}; the run is saved in {last}', self.stop_signal)
 
 Trainer.stop_requests, Trainer.interrupt = _stop_requests, _interrupt
 
@@ -604,37 +615,52 @@ def release_memory(device:torch.device):
     if device.type == 'cuda': torch.cuda.empty_cache()
 
 def _fits(self:Trainer, batch_size:int) -> bool:
-    "Whether a training step (forward and backward) of `batch_size` images and an evaluation batch twice as big fit."
+    "Whether a training step of `batch_size` images (with the optimiser's moments) and an evaluation batch twice as big fit."
     t, d = self.cfg.train, self.cfg.data
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
     images = lambda n: torch.zeros(n, d.channels, *d.image_size, device=self.device).contiguous(memory_format=fmt)
-    self.model.eval()               # no BatchNorm statistics change, and SyncBatchNorm does not wait for other ranks
+    buffers = {k: v.clone() for k, v in self.model.named_buffers()}   # BatchNorm statistics, put back afterwards
+    moments = 2 if t.optimizer == 'adamw' else int(t.momentum > 0)
     try:
+        room = [torch.zeros_like(p) for p in self.model.parameters() for _ in range(moments)] if not self.optimizer.state else []
+        self.model.train()
         with autocast(self.device, t.precision): loss = self.model(images(batch_size)).float().sum()
         loss.backward()
-        del loss
+        del loss, room
+        self.model.eval()
         with torch.no_grad(), autocast(self.device, t.precision): self.model(images(2 * batch_size))
         return True
     except Exception as e:
         if not is_out_of_memory(e): raise
-        self._memory_error = str(e).strip().splitlines()[0]
         return False
     finally:
         self.model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for k, v in self.model.named_buffers(): v.copy_(buffers[k])
+        del buffers
         release_memory(self.device)
 
-def _out_of_memory(self:Trainer, error:str) -> TrainingError:
+def _out_of_memory(self:Trainer, error:str) -> Exception:
     "The error for a batch size that does not fit (the allocator said `error`), naming the largest one that does (found by halving)."
-    t, self._memory_error = self.cfg.train, error
+    t = self.cfg.train
     self.optimizer.zero_grad(set_to_none=True)
     release_memory(self.device)
     where = torch.cuda.get_device_name(self.device) if self.device.type == 'cuda' else f'the CPU ({self.device})'
+    trained = self.epoch > 0 or self.epoch_progress is not None
+    done = (f'; {self.out/"checkpoints"/"last.pth"} holds the {self.epoch} epoch{"s" if self.epoch != 1 else ""} trained, '
+            'but --resume keeps the batch size, so a smaller one means a new run') if trained else ''
+    if self.dist.distributed:
+        return TrainingError(f'out of memory on {where} with train.batch_size {t.batch_size} per process ({error}){done}; '
+                             f'start again with --overwrite --set train.batch_size={max(1, t.batch_size // 2)} or smaller')
     fits = t.batch_size // 2
     while fits >= 1 and not self.fits(fits): fits //= 2
-    if fits == 0: return TrainingError(f'out of memory on {where}: not even a batch of one image fits ({self._memory_error}); '
-                                       'use a smaller network (model.widths) or a device with more memory')
+    if fits == 0:
+        # oneDNN's "could not create a primitive" is also what it says for other failures: then it was not memory
+        if 'could not create a primitive' in error: return RuntimeError(error)
+        return TrainingError(f'out of memory on {where}: not even a batch of one image fits ({error}); '
+                             'use a smaller network (model.widths) or a device with more memory')
     return TrainingError(f'out of memory on {where} with train.batch_size {t.batch_size}: the largest batch size that fits is '
-                         f'{fits} (found by halving); start again with --overwrite --set train.batch_size={fits} '
+                         f'{fits} (found by halving){done}; start again with --overwrite --set train.batch_size={fits} '
                          f'(and train.lr × {fits / t.batch_size:g} to keep the recipe)')
 
 Trainer.fits, Trainer.out_of_memory = _fits, _out_of_memory

@@ -127,6 +127,12 @@ def _folder_with_bomb(ctx):
     _bomb_png(root/'a'/'huge.png')
     return ['profile', root]
 
+def _folder_with_pillow_warned_bomb(ctx):
+    "100 megapixels: where Pillow itself prints a DecompressionBombWarning (89 to 179 MP); the error must stay one line."
+    root = ctx.folder('digits')
+    Image.new('1', (10_000, 10_000)).save(root/'a'/'huge.png')
+    return ['profile', root]
+
 def _npz_bomb(ctx):
     "An .npz whose x.npy declares 3·10^15 bytes (1,000,000 × 1000 × 1000 × 3 uint8) and holds none of them."
     import io
@@ -272,6 +278,8 @@ CASES = [
         ('{tmp}/data/MNIST/raw/train-images-idx3-ubyte', 'not an IDX file', 'download it again')),
     Row('dataset-decompression-bomb', 'data', _folder_with_bomb,
         ('{tmp}/digits/a/huge.png', 'over the decoded-pixel limit of 40,000,000', 'remove or resize the file')),
+    Row('dataset-bomb-pillow-warns', 'data', _folder_with_pillow_warned_bomb,
+        ('{tmp}/digits/a/huge.png', '10000×10000 = 100,000,000 pixels is over the decoded-pixel limit', 'remove or resize the file')),
     Row('npz-bomb', 'data', _npz_bomb, ('{tmp}/bomb.npz', 'of memory', 'x: 1000000 × 1000 × 1000 × 3', 'use a smaller dataset')),
 
     # images for `test`: the file and what is wrong with it; one bad image is exit 2
@@ -374,14 +382,19 @@ def check_line(row:Row, code:int, err:str, expect:list[str]) -> str:
 # ---- the table ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('row', CASES, ids=[r.id for r in CASES])
-def test_bad_input(row, tmp_path, request, monkeypatch, run_cli):
+def test_bad_input(row, tmp_path, request, monkeypatch, run_cli, recwarn):
     ctx, argv, expect = prepare(row, tmp_path, request, monkeypatch)
     roots = {'tmp_path': tmp_path} | ({'the trained run': ctx.run} if ctx.used_run else {})
     before = {name: snapshot(root) for name, root in roots.items()}
     if row.patch: row.patch(ctx)
     monkeypatch.setattr(Trainer, 'fit', reached_training)    # every row fails before training; a regression fails fast
+    recwarn.clear()
     code, out, err = run_cli(*argv)
     monkeypatch.undo()
+    # in-process, pytest catches warnings that a real process would print to stderr next to the error line. (recwarn
+    # also overrides the package's filter for Pillow's DecompressionBombWarning: test_real_process_... checks that row.)
+    shown = [w for w in recwarn.list if not issubclass(w.category, Image.DecompressionBombWarning)]
+    assert not shown, [f'{w.category.__name__}: {w.message}' for w in shown]
     check_line(row, code, err, expect)
     for name, root in roots.items(): assert_unchanged(before[name], snapshot(root), name)
 
@@ -394,7 +407,7 @@ def test_every_category_has_rows():
 
 # ---- the same rows in a real process, and with --debug -------------------------------------------------------------
 
-@pytest.mark.parametrize('row_id', ['config-unknown-key', 'npz-missing-y', 'checkpoint-runs-a-command'])
+@pytest.mark.parametrize('row_id', ['config-unknown-key', 'npz-missing-y', 'checkpoint-runs-a-command', 'dataset-bomb-pillow-warns'])
 def test_real_process_exit_status_and_stderr(row_id, tmp_path, request, monkeypatch):
     row = BY_ID[row_id]
     ctx, argv, expect = prepare(row, tmp_path, request, monkeypatch)

@@ -21,7 +21,7 @@ MARGIN_MB = 700          # room above the imports: enough for MNIST and a batch 
 
 
 def _train(out, batch_size, *extra):
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='1048576', OMP_NUM_THREADS='2')
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='1048576', MALLOC_ARENA_MAX='1', OMP_NUM_THREADS='2', CUDA_VISIBLE_DEVICES='')
     args = ['train', 'mnist', '--output-dir', out, '--no-progress', '--set', f'train.batch_size={batch_size}',
             '--set', f'data.train_subset={batch_size + 100}', '--set', 'data.val_size=1000', '--set', 'train.epochs=1', *extra]
     return subprocess.run([sys.executable, '-c', CHILD, str(MARGIN_MB), *map(str, args)], capture_output=True, text=True,
