@@ -10,7 +10,7 @@ __all__ = ['PLAIN_BORDER_STD', 'PLAIN_SHARE', 'FLIP_ASYMMETRY_MAX', 'MEAN_SAMPLE
            'auto_config', 'save_npz_dataset', 'save_image_folder']
 
 # %% ../nbs/09_adapt.ipynb #eae79f18
-import json, math, statistics
+import json, math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn import metrics as skm
-from .config import Config, AugmentConfig, UsageError, atomic_write, check_writable, config_from_dict
+from .config import Config, AugmentConfig, atomic_write, check_writable, config_from_dict
 from .data import ImageData, load_data, normalize, iterate_batches
 from .models import AdaptiveCNN
 from .augment import batch_crop

@@ -11,7 +11,7 @@ __all__ = ['RUN_FILES', 'PLOT_EVERY_S', 'STOP_SIGNALS', 'TrainingError', 'Checkp
            'release_memory']
 
 # %% ../nbs/04_training.ipynb #392c9b5d
-import contextlib, functools, gc, io, json, logging, math, os, platform, shutil, signal, subprocess, sys, tempfile, threading, time
+import contextlib, functools, gc, io, json, logging, math, os, platform, shutil, signal, subprocess, sys, threading, time
 from dataclasses import asdict, replace
 from pathlib import Path
 import torch

@@ -1,7 +1,8 @@
 """Shared helpers for the end-to-end tests of the `adaptive-cnn` command line."""
-import json, os, subprocess, sys
+import json, os, struct, subprocess, sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from adaptive_cnn.cli import main
@@ -65,3 +66,16 @@ def mnist_one_epoch(tmp_path_factory):
                                 f'output.dir={json.dumps(str(run))}'])
     trainer = Trainer(cfg, progress=False); trainer.fit(); trainer.close()
     return run, cfg, load_data(cfg).test
+
+
+def five_channel_tiff(path:Path, w:int=4, h:int=4, spp:int=5) -> Path:
+    "A valid uncompressed TIFF with 5 samples per pixel (Pillow has no mode for it)."
+    data = np.arange(w * h * spp, dtype=np.uint8).tobytes()
+    bps_at = 8 + 2 + 12 * 10 + 4
+    tags = sorted([(256, 3, 1, w), (257, 3, 1, h), (258, 3, spp, bps_at), (259, 3, 1, 1), (262, 3, 1, 1),
+                   (273, 4, 1, bps_at + 2 * spp), (277, 3, 1, spp), (278, 3, 1, h), (279, 4, 1, len(data)), (338, 3, 1, 0)])
+    out = b'II*\x00' + struct.pack('<IH', 8, len(tags))
+    for tag, typ, count, value in tags:
+        out += struct.pack('<HHI', tag, typ, count) + (struct.pack('<HH', value, 0) if typ == 3 and count == 1 else struct.pack('<I', value))
+    path.write_bytes(out + struct.pack('<I', 0) + struct.pack('<' + 'H' * spp, *[8] * spp) + data)
+    return path

@@ -4,10 +4,8 @@ import json, os
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import yaml
 
 from adaptive_cnn.adapt import dataset_config, profile_dataset, save_image_folder, save_npz_dataset, suggest_config
 from adaptive_cnn.config import load_config

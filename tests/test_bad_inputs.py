@@ -5,7 +5,7 @@ Every row goes through the `adaptive-cnn` command line and must give: the row's 
 fix it (the row's `expect` substrings); no traceback (that needs `--debug`); and no output created or overwritten —
 the whole `tmp_path` tree (and the shared trained run, when a row points at it) is identical before and after the call.
 README.md's "## Bad input" section lists the same rows."""
-import hashlib, os, re, shutil, struct, zipfile
+import hashlib, os, re, shutil, zipfile
 from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from adaptive_cnn.training import Trainer
-from conftest import ERROR_PREFIX, cli_subprocess, error_line
+from conftest import ERROR_PREFIX, cli_subprocess, error_line, five_channel_tiff
 
 CATEGORIES = ('config', 'cli', 'data', 'image', 'checkpoint', 'output')
 README = Path(__file__).resolve().parent.parent/'README.md'
@@ -168,18 +168,6 @@ def _truncated_png(ctx) -> Path:
     p = ctx.tmp/'cut.png'; Image.fromarray(noise).save(p)
     p.write_bytes(p.read_bytes()[:1500])
     return p
-
-def five_channel_tiff(path:Path, w:int=4, h:int=4, spp:int=5) -> Path:
-    "A valid uncompressed TIFF with 5 samples per pixel (Pillow has no mode for it)."
-    data = np.arange(w * h * spp, dtype=np.uint8).tobytes()
-    bps_at = 8 + 2 + 12 * 10 + 4
-    tags = sorted([(256, 3, 1, w), (257, 3, 1, h), (258, 3, spp, bps_at), (259, 3, 1, 1), (262, 3, 1, 1),
-                   (273, 4, 1, bps_at + 2 * spp), (277, 3, 1, spp), (278, 3, 1, h), (279, 4, 1, len(data)), (338, 3, 1, 0)])
-    out = b'II*\x00' + struct.pack('<IH', 8, len(tags))
-    for tag, typ, count, value in tags:
-        out += struct.pack('<HHI', tag, typ, count) + (struct.pack('<HH', value, 0) if typ == 3 and count == 1 else struct.pack('<I', value))
-    path.write_bytes(out + struct.pack('<I', 0) + struct.pack('<' + 'H' * spp, *[8] * spp) + data)
-    return path
 
 # checkpoints -----------------------------------------------------------------------------------------------------
 

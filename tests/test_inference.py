@@ -10,7 +10,7 @@ from adaptive_cnn.data import normalize
 from adaptive_cnn.interpret import class_activation_maps, cam_focus, CAM_METHODS
 from adaptive_cnn.models import AdaptiveCNN
 from adaptive_cnn.training import load_checkpoint, model_from_checkpoint
-from conftest import error_line
+from conftest import error_line, five_channel_tiff
 
 
 @pytest.fixture
@@ -155,20 +155,6 @@ def test_every_supported_format_is_read_and_preprocessed(trained, tmp_path, suff
     assert x.shape == (1, 1, 28, 28) and x.dtype == torch.uint8
     tolerance = 40 if suffix in ('.jpg', '.webp') else 0           # lossy formats
     assert (x[0, 0].int() - test.images[0, 0].int()).abs().float().mean() <= tolerance / 10
-
-
-def five_channel_tiff(path, w=4, h=4, spp=5):
-    "A valid uncompressed TIFF with 5 samples per pixel (Pillow has no mode for it)."
-    import struct
-    data = np.arange(w * h * spp, dtype=np.uint8).tobytes()
-    bps_at = 8 + 2 + 12 * 10 + 4
-    tags = sorted([(256, 3, 1, w), (257, 3, 1, h), (258, 3, spp, bps_at), (259, 3, 1, 1), (262, 3, 1, 1),
-                   (273, 4, 1, bps_at + 2 * spp), (277, 3, 1, spp), (278, 3, 1, h), (279, 4, 1, len(data)), (338, 3, 1, 0)])
-    out = b'II*\x00' + struct.pack('<IH', 8, len(tags))
-    for tag, typ, count, value in tags:
-        out += struct.pack('<HHI', tag, typ, count) + (struct.pack('<HH', value, 0) if typ == 3 and count == 1 else struct.pack('<I', value))
-    path.write_bytes(out + struct.pack('<I', 0) + struct.pack('<' + 'H' * spp, *[8] * spp) + data)
-    return path
 
 
 def test_unexpected_channel_counts_and_depths(trained, tmp_path):
