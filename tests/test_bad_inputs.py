@@ -5,7 +5,7 @@ Every row goes through the `adaptive-cnn` command line and must give: the row's 
 fix it (the row's `expect` substrings); no traceback (that needs `--debug`); and no output created or overwritten —
 the whole `tmp_path` tree (and the shared trained run, when a row points at it) is identical before and after the call.
 README.md's "## Bad input" section lists the same rows."""
-import hashlib, os, re, shutil, zipfile
+import errno, hashlib, os, re, shutil, zipfile
 from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +91,7 @@ class Row:
     prefix: str = ERROR_PREFIX             # argparse reports subcommand usage errors as 'adaptive-cnn SUB: error: '
     absent: tuple = ()                     # substrings the line must not contain (a false statement about the input)
     patch: Callable[[Ctx], None]|None = None  # monkeypatching applied after setup, just around the call
+    creates: tuple = ()                    # runtime failures only: what a run that started may leave (paths under tmp)
 
     def __post_init__(self): assert self.category in CATEGORIES, self.category
 
@@ -193,6 +194,11 @@ def _evaluate(make:Callable[[Ctx], Path], *extra) -> Callable[[Ctx], list]:
 # output ----------------------------------------------------------------------------------------------------------
 
 DiskUsage = namedtuple('DiskUsage', 'total used free')
+
+def _disk_fills_up(ctx):
+    "The disk fills up once the run has started: the first file it writes (config.yaml) fails at fsync with ENOSPC."
+    def no_space(fd): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    ctx.monkeypatch.setattr(os, 'fsync', no_space)
 
 def _full_disk(ctx):
     ctx.monkeypatch.setattr(shutil, 'disk_usage', lambda path: DiskUsage(100 * 2**30, 100 * 2**30 - 1_000_000, 1_000_000))
@@ -314,6 +320,10 @@ CASES = [
     Row('full-disk', 'output', _train('mnist'), ('{tmp}/run: 1.0 MB free', 'free some space or choose another --output-dir'),
         patch=_full_disk),
     Row('bad-data-keeps-existing-run', 'output', _bad_data_keeps_run, ('{tmp}/broken.npz', "missing array 'y'")),
+    # a runtime failure (exit 1): the run had started, so its folder and log stay, but no file is half-written
+    Row('disk-fills-during-run', 'output', _train('mnist'),
+        ('{tmp}/run/config.yaml: cannot write (No space left on device); nothing was written', 'Free some space',
+         'with --resume'), code=1, patch=_disk_fills_up, creates=('run', 'run/checkpoints', 'run/train.log')),
 ]
 
 BY_ID = {r.id: r for r in CASES}
@@ -333,8 +343,8 @@ def snapshot(root:Path) -> dict:
             out[rel] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None)
     return out
 
-def assert_unchanged(before:dict, after:dict, where:str):
-    created = sorted(set(after) - set(before))
+def assert_unchanged(before:dict, after:dict, where:str, allowed:tuple=()):
+    created = sorted(set(after) - set(before) - set(allowed))
     removed = sorted(set(before) - set(after))
     changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
     assert not (created or removed or changed), f'{where}: created {created}, removed {removed}, changed {changed}'
@@ -384,7 +394,7 @@ def test_bad_input(row, tmp_path, request, monkeypatch, run_cli, recwarn):
     shown = [w for w in recwarn.list if not issubclass(w.category, Image.DecompressionBombWarning)]
     assert not shown, [f'{w.category.__name__}: {w.message}' for w in shown]
     check_line(row, code, err, expect)
-    for name, root in roots.items(): assert_unchanged(before[name], snapshot(root), name)
+    for name, root in roots.items(): assert_unchanged(before[name], snapshot(root), name, row.creates if root == tmp_path else ())
 
 
 def test_every_category_has_rows():
