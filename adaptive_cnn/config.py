@@ -6,8 +6,8 @@
 __all__ = ['AdaptiveCNNError', 'UsageError', 'ConfigError', 'WriteError', 'option', 'describe_range', 'in_range', 'DataConfig',
            'ModelConfig', 'AugmentConfig', 'TrainConfig', 'DistributedConfig', 'OutputConfig', 'Config', 'show',
            'check_value', 'check_config', 'builtin_configs', 'resolve_config_path', 'read_yaml', 'merge_values',
-           'parse_override', 'config_from_dict', 'load_config', 'atomic_write', 'check_writable', 'config_yaml',
-           'save_config']
+           'parse_override', 'config_from_dict', 'load_config', 'atomic_write', 'nearest_existing', 'check_writable',
+           'config_yaml', 'save_config']
 
 # %% ../nbs/00_config.ipynb #14a017b9
 import copy, difflib, json, os, re, tempfile
@@ -354,14 +354,19 @@ def atomic_write(path:str|os.PathLike, # the file to (over)write
                              'run again (training: with --resume)') from e
         raise
 
+def nearest_existing(path:str|os.PathLike) -> Path:
+    "`path` if it exists, else its nearest ancestor that does: where a file or folder at `path` would be created."
+    path = Path(path).absolute()
+    while not path.exists(): path = path.parent
+    return path
+
 def check_writable(folder:str|os.PathLike, # a folder that may not exist yet
                    what:str,               # what it is, for the message: 'output folder'
                    option:str,             # the option that chooses it: '--output-dir'
                    target:str|os.PathLike|None=None, # what the message names (default: `folder`)
                   ):
     "Refuse a `folder` that cannot be created or written, before anything is written; creates nothing."
-    base = Path(folder).absolute()
-    while not base.exists(): base = base.parent
+    base = nearest_existing(folder)
     reason = f'{base} is a file' if not base.is_dir() else None
     if reason is None:
         try:

@@ -224,10 +224,6 @@ def check_fits_in_memory(nbytes:int, source, what:str, memory:int|None=None):
         raise DataError(f'{source}: {what} would take {_gb(nbytes)} of memory once decoded, more than half the {_gb(memory)} '
                         'available; use a smaller dataset (or a machine with more memory)')
 
-def _over_limit(path, w:int, h:int) -> str:
-    return (f'{path}: {w}×{h} = {w * h:,} pixels is over the decoded-pixel limit of {MAX_PIXELS:,} (a decompression bomb, '
-            'or a photo far larger than training needs); remove or resize the file')
-
 def decode_image(path:str|Path, mode:str, size:tuple[int, int]|None) -> np.ndarray:
     "The image file `path` as a uint8 H×W×C array in `mode` ('L' or 'RGB'), resized to `size` (H, W) if given."
     try:
@@ -247,7 +243,9 @@ def _header(path) -> tuple[str, tuple[int, int]]:
         raise DataError(f'{path}: over the decoded-pixel limit of {MAX_PIXELS:,} ({e}); remove or resize the file') from None
     except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f'{path}: cannot read image ({e}); remove or replace the file') from None
-    if w * h > MAX_PIXELS: raise DataError(_over_limit(path, w, h))
+    if w * h > MAX_PIXELS:
+        raise DataError(f'{path}: {w}×{h} = {w * h:,} pixels is over the decoded-pixel limit of {MAX_PIXELS:,} (a decompression '
+                        'bomb, or a photo far larger than training needs); remove or resize the file')
     return mode, (h, w)
 
 def decode_images(paths:list, channels:int|None=None, size:tuple[int, int]|None=None) -> tuple[torch.Tensor, list[str]]:

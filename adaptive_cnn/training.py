@@ -6,9 +6,9 @@
 __all__ = ['RUN_FILES', 'PLOT_EVERY_S', 'STOP_SIGNALS', 'TrainingError', 'CheckpointError', 'TrainingInterrupted', 'param_groups',
            'build_optimizer', 'class_weights', 'swa_first_epoch', 'lr_factor', 'build_scheduler', 'save_checkpoint',
            'load_checkpoint', 'load_weights', 'model_from_checkpoint', 'autocast', 'check_precision', 'predict_logits',
-           'check_output_dir', 'run_bytes', 'check_free_space', 'prepare_output_dir', 'cpu_name', 'environment_info',
-           'default_device', 'Trainer', 'epoch_generator', 'save_png', 'plot_history', 'is_out_of_memory',
-           'release_memory']
+           'check_output_dir', 'optimizer_moments', 'run_bytes', 'check_free_space', 'prepare_output_dir', 'cpu_name',
+           'environment_info', 'default_device', 'Trainer', 'epoch_generator', 'save_png', 'plot_history',
+           'is_out_of_memory', 'release_memory']
 
 # %% ../nbs/04_training.ipynb #392c9b5d
 import contextlib, functools, gc, io, json, logging, math, os, platform, shutil, signal, subprocess, sys, threading, time
@@ -21,7 +21,7 @@ from torch.optim.swa_utils import AveragedModel, SWALR, update_bn
 from tqdm.auto import tqdm
 import adaptive_cnn
 from .config import (AdaptiveCNNError, UsageError, Config, TrainConfig, atomic_write, check_writable,
-                                 save_config, config_from_dict)
+                                 nearest_existing, save_config, config_from_dict)
 from .models import AdaptiveCNN, count_parameters
 from .data import Dataset, ImageData, load_data, place_data, epoch_order, iterate_batches, normalize
 from .augment import BatchAugment
@@ -152,11 +152,6 @@ def predict_logits(model:nn.Module, data:ImageData, mean:list[float], std:list[f
 RUN_FILES = ('config.yaml', 'environment.json', 'train.log', 'metrics.jsonl', 'results.json', 'training_curves.png',
              'checkpoints/last.pth', 'checkpoints/best_model.pth', 'checkpoints/swa_model.pth')
 
-def _nearest_existing(path:Path) -> Path:
-    path = Path(path).absolute()
-    while not path.exists(): path = path.parent
-    return path
-
 def _beyond_first_epoch(out:Path) -> str|None:
     "What in `out` shows a run that got past its first epoch (which a run killed before its first last.pth cannot have)."
     for name in ('results.json', 'checkpoints/swa_model.pth'):
@@ -174,17 +169,20 @@ def check_output_dir(out:Path, resume:bool, overwrite:bool):
                          'pass --overwrite to start it again, or choose another --output-dir')
     check_writable(out, 'output folder', '--output-dir')
 
+def optimizer_moments(t:TrainConfig) -> int:
+    "How many tensors the size of the weights the optimiser keeps: AdamW two, SGD one with momentum."
+    return 2 if t.optimizer == 'adamw' else int(t.momentum > 0)
+
 def run_bytes(model:nn.Module, t:TrainConfig) -> int:
     "About how much disk a run takes: last.pth (weights, optimiser moments, SWA average) twice while it is replaced, best and SWA models, and 16 MB of logs and curves."
     weights = sum(v.numel() * v.element_size() for v in model.state_dict().values())
-    moments = 2 if t.optimizer == 'adamw' else int(t.momentum > 0)
-    last = weights * (1 + moments + (t.swa_start is not None))
+    last = weights * (1 + optimizer_moments(t) + (t.swa_start is not None))
     return 2 * last + 2 * weights + 16 * 2**20
 
 def check_free_space(out:Path, need:int):
     "Refuse to start a run the disk of `out` has no room for (the files of the run already there will be replaced)."
     need -= sum((out/name).stat().st_size for name in RUN_FILES if (out/name).is_file())
-    free = shutil.disk_usage(_nearest_existing(out)).free
+    free = shutil.disk_usage(nearest_existing(out)).free
     if free < need:
         raise UsageError(f'{out}: {free / 2**20:,.1f} MB free on its disk, but the run needs about {need / 2**20:,.1f} MB '
                          'for its checkpoints; free some space or choose another --output-dir')
@@ -495,6 +493,19 @@ def _record(self:Trainer, metrics:dict):
 Trainer.record = _record
 
 # %% ../nbs/04_training.ipynb #b0abf538
+def is_out_of_memory(e:BaseException) -> bool:
+    "Whether `e` means PyTorch ran out of memory: `torch.OutOfMemoryError` on GPUs, the allocator's `RuntimeError` on the CPU."
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)): return True
+    # the CPU allocator says "can't allocate memory"; oneDNN, whose convolutions allocate their own workspace, says
+    # "could not create a primitive" when that allocation fails
+    return isinstance(e, RuntimeError) and any(m in str(e) for m in ("can't allocate memory", 'not enough memory', 'bad_alloc',
+                                                                      'could not create a primitive'))
+
+def release_memory(device:torch.device):
+    "Free what the garbage collector can, and hand cached GPU memory back."
+    gc.collect()
+    if device.type == 'cuda': torch.cuda.empty_cache()
+
 def _fit(self:Trainer, until_epoch:int|None=None) -> dict:
     "Train to the end (or to `until_epoch`); returns the run's results. Stops cleanly on SIGINT/SIGTERM and out of memory."
     with self.stop_requests():
@@ -600,29 +611,15 @@ def _interrupt(self:Trainer, progress:dict|None=None):
 
 Trainer.stop_requests, Trainer.interrupt = _stop_requests, _interrupt
 
-# %% ../nbs/04_training.ipynb #04d8d1ef
-def is_out_of_memory(e:BaseException) -> bool:
-    "Whether `e` means PyTorch ran out of memory: `torch.OutOfMemoryError` on GPUs, the allocator's `RuntimeError` on the CPU."
-    if isinstance(e, (torch.OutOfMemoryError, MemoryError)): return True
-    # the CPU allocator says "can't allocate memory"; oneDNN, whose convolutions allocate their own workspace, says
-    # "could not create a primitive" when that allocation fails
-    return isinstance(e, RuntimeError) and any(m in str(e) for m in ("can't allocate memory", 'not enough memory', 'bad_alloc',
-                                                                      'could not create a primitive'))
-
-def release_memory(device:torch.device):
-    "Free what the garbage collector can, and hand cached GPU memory back."
-    gc.collect()
-    if device.type == 'cuda': torch.cuda.empty_cache()
-
+# %% ../nbs/04_training.ipynb #da1c0b8d
 def _fits(self:Trainer, batch_size:int) -> bool:
     "Whether a training step of `batch_size` images (with the optimiser's moments) and an evaluation batch twice as big fit."
     t, d = self.cfg.train, self.cfg.data
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
     images = lambda n: torch.zeros(n, d.channels, *d.image_size, device=self.device).contiguous(memory_format=fmt)
     buffers = {k: v.clone() for k, v in self.model.named_buffers()}   # BatchNorm statistics, put back afterwards
-    moments = 2 if t.optimizer == 'adamw' else int(t.momentum > 0)
     try:
-        room = [torch.zeros_like(p) for p in self.model.parameters() for _ in range(moments)] if not self.optimizer.state else []
+        room = [torch.zeros_like(p) for p in self.model.parameters() for _ in range(optimizer_moments(t))] if not self.optimizer.state else []
         self.model.train()
         with autocast(self.device, t.precision): loss = self.model(images(batch_size)).float().sum()
         loss.backward()
