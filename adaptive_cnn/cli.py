@@ -5,20 +5,22 @@
 # %% auto #0
 __all__ = ['COMMANDS', 'ArgumentParser', 'build_parser', 'overrides_from_args', 'config_from_args', 'summary_command',
            'format_profile', 'profile_command', 'worker_argv', 'launch_workers', 'train_worker', 'check_train_args',
-           'report_results', 'train_command', 'evaluation_dir', 'evaluate_command', 'export_command', 'test_command',
-           'main']
+           'check_budget_arg', 'report_results', 'requested_budget', 'plan_to_budget', 'train_command',
+           'evaluation_dir', 'evaluate_command', 'export_command', 'test_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #68db8390
-import argparse, json, os, shlex, sys, tempfile, traceback
+import argparse, json, os, shlex, sys, tempfile, time, traceback
 from dataclasses import asdict
 from pathlib import Path
 import torch
 import adaptive_cnn
-from .config import AdaptiveCNNError, UsageError, check_writable, config_yaml, load_config, save_config
+from .config import (AdaptiveCNNError, UsageError, check_writable, config_yaml, format_duration, load_config,
+                                 parse_duration, save_config)
 from .models import AdaptiveCNN, model_summary
 from .data import load_data
 from .adapt import auto_config, dataset_source, load_whole, profile_data, suggest_config
 from .training import Trainer, TrainingInterrupted, default_device, check_precision, check_output_dir
+from .budget import plan_auto, plan_budget, process_started
 from .distributed import (launched_by_torchrun, init_distributed, shutdown_distributed, check_gpus, launch,
                                       pick_backend, restarted_run_flags)
 
@@ -53,6 +55,8 @@ def build_parser() -> ArgumentParser:
     train.add_argument('--resume', action='store_true', help='continue the run in the output folder from checkpoints/last.pth')
     train.add_argument('--overwrite', action='store_true', help='replace the run in the output folder')
     train.add_argument('--no-progress', action='store_true', help='no progress bar (the per-epoch lines stay)')
+    train.add_argument('--budget', metavar='TIME', help='wall time of the whole run, e.g. 10m, 90s, 1h30m (config key train.budget): '
+                       'epochs are fitted to it, and with auto the network and (by a short probe) the recipe')
     evaluate = sub.add_parser('evaluate', parents=common, help='evaluate a checkpoint on the test split: metrics, figures, report')
     evaluate.add_argument('config', metavar='CONFIG')
     evaluate.add_argument('checkpoint', metavar='CHECKPOINT')
@@ -75,6 +79,7 @@ def build_parser() -> ArgumentParser:
     profile = sub.add_parser('profile', parents=common, help='describe a dataset and print the config derived from it')
     profile.add_argument('data', metavar='DATA', help='dataset name (mnist, cifar10, ...), image folder or .npz file')
     profile.add_argument('--json', action='store_true', help='print one JSON object (the derived config under suggested_config)')
+    profile.add_argument('--budget', metavar='TIME', help='derive the run that fits this wall time (e.g. 5m) and print its predicted time')
     return parser
 
 # %% ../nbs/10_cli.ipynb #cfea8d05
@@ -83,6 +88,7 @@ def overrides_from_args(args:argparse.Namespace) -> list[str]:
     overrides = list(args.overrides)
     if args.data_root is not None: overrides.append(f'data.root={json.dumps(args.data_root)}')
     if args.output_dir is not None: overrides.append(f'output.dir={json.dumps(args.output_dir)}')
+    if getattr(args, 'budget', None) is not None: overrides.append(f'train.budget={json.dumps(args.budget)}')
     return overrides
 
 def config_from_args(args:argparse.Namespace):
@@ -108,34 +114,46 @@ def summary_command(args) -> int:
 
 def format_profile(p:dict) -> str:
     "A profile (`adaptive-cnn profile --json` without the config) as a short readable report."
-    ground = (f"plain, {p['polarity'].replace('_', ' ')}" if p['plain_background'] else 'photographs (no plain border)')
+    ground = (f"plain, {p['polarity'].replace('_', ' ')}" if p['plain_background'] else 'photographs (no plain ground)')
+    probe = (f"a linear probe keeps {p['flip_retention']:.2f} of its skill on mirrored images" if p['flip_retention'] is not None
+             else 'a linear probe is no better than guessing, so no evidence')
     lines = [f"dataset       {p['dataset']}",
              f"splits        train {p['num_train']:,}  val {p['num_val']:,}  test {p['num_test']:,}",
              f"images        {p['channels']}×{p['image_size'][0]}×{p['image_size'][1]} (channels × height × width)",
              f"mean          {', '.join(f'{m:.4f}' for m in p['mean'])}  (training split)",
              f"std           {', '.join(f'{s:.4f}' for s in p['std'])}  (training split)",
-             f"background    {ground}",
-             f"flips         {'on' if p['hflip'] else 'off'} (class-mean flip asymmetry {'too noisy to measure' if p['flip_asymmetry'] is None else format(p['flip_asymmetry'], '.2f')})",
+             f"background    {ground}  (median image: {p['ground_share']:.0%} of its pixels at its ground level)",
+             f"flips         {'on' if p['hflip'] else 'off'} ({probe}: accuracy {p['probe_acc'][0]:.3f}, mirrored {p['probe_acc'][1]:.3f})",
              f"classes       {p['num_classes']}, largest / smallest {p['imbalance']:.2f}  (training images per class)"]
     lines += [f'  {c:<20}{n:>8,}' for c, n in zip(p['classes'], p['class_counts'])]
     lines += [f'note          {n}' for n in p['notes']]
     return '\n'.join(lines)
 
 def profile_command(args) -> int:
-    "Print what the data layer sees of a dataset, what the adaptation rules measure, and the config they derive."
-    overrides = overrides_from_args(args)
+    "Print what the data layer sees of a dataset, what the adaptation rules measure, and the config they derive (for a budget: with its predicted time)."
+    check_budget_arg(args)
+    started, overrides = time.perf_counter(), overrides_from_args(args)
     ds = load_whole(args.data, overrides)
     adapted = profile_data(ds)
-    why = []
-    suggested = load_config(suggest_config(adapted, why), overrides)
+    why, plan = [], None
+    if args.budget is None: suggested = load_config(suggest_config(adapted, why), overrides)
+    else:
+        plan = plan_auto(ds, parse_duration(args.budget), started, default_device(), overrides, why=why, dry_run=True,
+                         load_s=time.perf_counter() - started, profile=adapted)
+        suggested = plan.cfg
     profile = dict(ds.profile(), plain_background=adapted.plain_background, polarity=adapted.polarity,
-                   flip_asymmetry=adapted.flip_asymmetry, hflip=adapted.hflip, imbalance=round(adapted.imbalance, 4))
-    if args.json: print(json.dumps(dict(profile, suggested_config=asdict(suggested)))); return 0
+                   ground_share=adapted.ground_share, probe_acc=adapted.probe_acc, flip_retention=adapted.flip_retention,
+                   hflip=adapted.hflip, imbalance=round(adapted.imbalance, 4))
+    if args.json:
+        print(json.dumps(dict(profile, suggested_config=asdict(suggested), **({'budget': plan.record()} if plan else {}))))
+        return 0
     print(format_profile(profile))
     command = ['adaptive-cnn', 'train', 'auto', '--data', args.data] + [a for o in args.overrides for a in ('--set', o)]
     if args.data_root is not None: command += ['--data-root', args.data_root]
+    if args.budget is not None: command += ['--budget', args.budget]
     print(f'\n# suggested config ({shlex.join(command)}):')
     print('\n'.join(f'#   {w}' for w in why))
+    if plan is not None: print(f'#   predicted wall time: {format_duration(plan.predicted_s)} of {format_duration(plan.budget_s)}')
     print(config_yaml(suggested), end='')
     return 0
 
@@ -192,24 +210,60 @@ def check_train_args(args):
     for flag, n in (('--num-gpus', args.num_gpus), ('--num-procs', args.num_procs)):
         if n is not None and n < 1: raise UsageError(f'{flag} {n}: give a number of at least 1')
     if args.max_restarts < 0: raise UsageError(f'--max-restarts {args.max_restarts}: give a number of at least 0')
+    check_budget_arg(args)
+
+def check_budget_arg(args):
+    "Refuse a `--budget` that is not a duration, naming the option as the user typed it."
+    if args.budget is None: return
+    try: seconds = parse_duration(args.budget)
+    except ValueError: seconds = None
+    if not seconds: raise UsageError(f'--budget {args.budget}: not a wall time; write it as 90s, 10m, 1h30m or a number of seconds')
 
 def report_results(cfg, results:dict):
     print(f"results in {cfg.output.dir}: best_model.pth = {results['best_model']}, "
           f"val_acc {max(results['best_val_acc'], results.get('swa_val_acc', 0)):.4f}"
           + (f", test_acc {results['test_acc']:.4f}" if 'test_acc' in results else ''))
 
+def requested_budget(args, cfg) -> str|None:
+    "The run's time budget: `train.budget` of the config (`cfg` None: of the overrides alone, as for `auto`)."
+    return (cfg or load_config(None, overrides_from_args(args))).train.budget
+
+def plan_to_budget(args, cfg, device:torch.device) -> tuple:
+    "(config, plan): the run fitted to its budget; no plan when it continues a run (--resume), which keeps its config."
+    out = Path((cfg or load_config(None, overrides_from_args(args))).output.dir)
+    check_output_dir(out, args.resume, args.overwrite)          # before the budget is spent on measuring
+    if args.resume and (out/'checkpoints'/'last.pth').is_file(): return cfg or load_config(None, overrides_from_args(args)), None
+    why = []
+    plan = plan_budget(cfg, args.dataset, requested_budget(args, cfg), args.started, device, overrides_from_args(args), why=why)
+    print('\n'.join(f'# {w}' for w in why))
+    print(f'# predicted wall time: {format_duration(plan.predicted_s)} of the {format_duration(plan.budget_s)} budget', flush=True)
+    return plan.cfg, plan
+
 def train_command(args) -> int:
-    "Train with the config's recipe in this process, or launch torchrun for several; print where the results are."
+    "Train with the config's recipe in this process (fitted to a time budget, if given), or launch torchrun for several."
     check_train_args(args)
-    cfg = config_from_args(args)
+    budgeted_auto = args.config == 'auto' and requested_budget(args, None) is not None
+    cfg = None if budgeted_auto else config_from_args(args)      # with a budget, auto's config comes from the plan
+    budget = requested_budget(args, cfg)
+    nprocs = args.num_procs or args.num_gpus or 1
+    if budget is not None and (launched_by_torchrun() or nprocs > 1 or args.max_restarts > 0):
+        raise UsageError('a time budget (--budget, train.budget) plans a run in one process; leave out --num-gpus, --num-procs '
+                         'and --max-restarts (and torchrun), or train without a budget')
     if launched_by_torchrun(): return train_worker(args, cfg)
     if args.num_gpus is not None: check_gpus(args.num_gpus)
-    nprocs = args.num_procs or args.num_gpus or 1
     if nprocs > 1 or args.max_restarts > 0: return launch_workers(args, cfg, nprocs)
     device = torch.device('cuda') if args.num_gpus else (torch.device('cpu') if args.num_procs else default_device())
+    cfg, plan = plan_to_budget(args, cfg, device) if budget is not None else (cfg, None)
     trainer = Trainer(cfg, device=device, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    try: results = trainer.fit()
+    try:
+        if plan is not None: plan.save(trainer.out)
+        results = trainer.fit()
     finally: trainer.close()
+    if plan is not None:
+        plan.actual_s = round(time.perf_counter() - args.started, 1)
+        plan.save(trainer.out)
+        print(f'time budget {format_duration(plan.budget_s)}: predicted {format_duration(plan.predicted_s)}, took '
+              f'{format_duration(plan.actual_s)} ({plan.actual_s / plan.budget_s:.0%} of the budget; budget.json in {trainer.out})')
     report_results(cfg, results)
     return 0
 
@@ -283,6 +337,7 @@ def main(argv:list[str]|None=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv                                      # torchrun workers run the same command line
+    args.started = process_started()                      # a time budget counts from here
     rank = int(os.environ['RANK']) if launched_by_torchrun() else 0
     who = f'[rank {rank}] ' if rank else ''
     try: return COMMANDS[args.command](args)

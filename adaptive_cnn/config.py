@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['AdaptiveCNNError', 'UsageError', 'ConfigError', 'WriteError', 'option', 'describe_range', 'in_range', 'DataConfig',
            'ModelConfig', 'AugmentConfig', 'TrainConfig', 'DistributedConfig', 'OutputConfig', 'Config', 'show',
-           'check_value', 'check_config', 'builtin_configs', 'resolve_config_path', 'read_yaml', 'merge_values',
-           'parse_override', 'config_from_dict', 'load_config', 'atomic_write', 'nearest_existing', 'check_writable',
-           'config_yaml', 'save_config']
+           'check_value', 'parse_duration', 'format_duration', 'check_config', 'builtin_configs', 'resolve_config_path',
+           'read_yaml', 'merge_values', 'parse_override', 'config_from_dict', 'load_config', 'atomic_write',
+           'nearest_existing', 'check_writable', 'config_yaml', 'save_config']
 
 # %% ../nbs/00_config.ipynb #14a017b9
 import copy, difflib, json, os, re, tempfile
@@ -106,6 +106,7 @@ class AugmentConfig:
 class TrainConfig:
     "The optimisation recipe."
     epochs:int = option(10, gt=0)                        # passes over the training split
+    steps_per_epoch:Optional[int] = option(None, gt=0)   # cut each epoch to this many steps (a fresh shuffle each time); None: a whole pass
     batch_size:int = option(128, gt=0)                   # images per step, per process
     optimizer:Literal['adamw', 'sgd'] = 'sgd'            # AdamW, or SGD with (Nesterov) momentum
     lr:float = option(0.1, gt=0)                         # peak learning rate, reached after warmup
@@ -124,6 +125,7 @@ class TrainConfig:
     seed:int = option(42, ge=0)                          # seed of the split, the initialisation and the augmentation
     deterministic:bool = False                           # deterministic kernels: resumed runs match uninterrupted ones
     class_weights:Optional[Literal['balanced']] = None   # 'balanced': weight each class's loss by n / (classes × its count), for imbalanced data
+    budget:Optional[str] = None                          # wall time of the whole run, e.g. '10m', '90s', '1h30m': epochs (and with config auto, the network) are fitted to it
 
 @dataclass
 class DistributedConfig:
@@ -207,6 +209,23 @@ def check_value(value,        # raw value, as YAML parsed it
         raise ConfigError(f'{origin}: {key} = {show(value)} is out of range; expected {allowed}')
     return checked
 
+# %% ../nbs/00_config.ipynb #11d9e623
+_UNIT_S = dict(h=3600, m=60, s=1)
+
+def parse_duration(text:str|float) -> float:
+    "Seconds in a duration written `90s`, `10m`, `1h30m`, `2.5m` or as a plain number of seconds; `ValueError` otherwise."
+    s = str(text).strip().lower().replace(' ', '')
+    if re.fullmatch(r'\d+(\.\d+)?', s): return float(s)
+    if not s or not re.fullmatch(r'(\d+(\.\d+)?[hms])+', s): raise ValueError(f'not a duration: {text!r}')
+    return sum(float(n) * _UNIT_S[u] for n, u in re.findall(r'(\d+(?:\.\d+)?)([hms])', s))
+
+def format_duration(seconds:float) -> str:
+    "`seconds` the way a person writes them: 45s, 2m05s, 1h02m."
+    s = round(seconds)
+    if s < 60: return f'{s}s'
+    if s < 3600: return f'{s // 60}m{s % 60:02d}s'
+    return f'{s // 3600}h{s % 3600 // 60:02d}m'
+
 # %% ../nbs/00_config.ipynb #f2eeb6f3
 def _plural(n:int, word:str) -> str: return f'{n} {word}' + ('' if n == 1 else 's')
 
@@ -235,6 +254,12 @@ def check_config(cfg:Config,
     if t.optimizer == 'sgd' and t.nesterov and t.momentum == 0:
         raise ConfigError(f'{where("train.nesterov", "train.momentum")}: Nesterov momentum needs train.momentum > 0; '
                           'set train.momentum or train.nesterov=false')
+    if t.budget is not None:
+        try: seconds = parse_duration(t.budget)
+        except ValueError: seconds = None
+        if not seconds:
+            raise ConfigError(f'{where("train.budget")}: train.budget = {show(t.budget)} is not a wall time; write it as 90s, 10m, '
+                              '1h30m or a number of seconds')
     if t.swa_start is not None and t.warmup_fraction >= t.swa_start:
         raise ConfigError(f'{where("train.warmup_fraction", "train.swa_start")}: train.warmup_fraction = {t.warmup_fraction} '
                           f'must end before SWA starts (train.swa_start = {t.swa_start})')
