@@ -9,7 +9,7 @@ __all__ = ['PLOT_S', 'MARGIN', 'BUDGET_BATCH_MAX', 'MEASURE_SHARE', 'PROBE_EPOCH
            'budget_batch_size', 'derive_config', 'plan_network', 'epochs_left', 'probe_candidates', 'probe_data',
            'probe_images', 'probe_recipes', 'plan_auto', 'plan_budget']
 
-# %% ../nbs/09b_budget.ipynb #fd8999bc
+# %% ../nbs/09b_budget.ipynb #148984a3
 import json, math, os, tempfile, time
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
@@ -21,7 +21,7 @@ from .adapt import (DatasetProfile, adamw_lr, base_width, load_whole, profile_da
 from .training import (BN_REFRESH_IMAGES, BN_REFRESH_STEPS, PLOT_EVERY_S, Trainer, epoch_generator, save_checkpoint,
                        swa_first_epoch)
 
-# %% ../nbs/09b_budget.ipynb #ef36bd05
+# %% ../nbs/09b_budget.ipynb #394ddcbc
 def process_started() -> float:
     "When this process started, on the `time.perf_counter` clock (Linux: from /proc; elsewhere: now)."
     try:
@@ -30,7 +30,7 @@ def process_started() -> float:
         return time.perf_counter() - (time.time() - (boot + ticks / os.sysconf('SC_CLK_TCK')))
     except (OSError, ValueError, IndexError, StopIteration): return time.perf_counter()
 
-# %% ../nbs/09b_budget.ipynb #8b61b1c9
+# %% ../nbs/09b_budget.ipynb #a695a490
 @dataclass
 class Costs:
     "What a run of one network at one batch size spends, measured on this machine."
@@ -44,7 +44,7 @@ class Costs:
     @property
     def images_per_s(self) -> float: return 1 / self.train_image_s
 
-# %% ../nbs/09b_budget.ipynb #3e1fa112
+# %% ../nbs/09b_budget.ipynb #bef2fbfd
 def _timed(fn, at_least:float, times:int=2) -> float:
     "Median seconds of a call of `fn`, called until `at_least` seconds and `times` calls have passed (the median: a slow call is noise)."
     start, each = time.perf_counter(), []
@@ -72,9 +72,11 @@ def measure_costs(cfg:Config,             # the run's config (its network, batch
             trainer.model.train()
             sync = lambda: torch.cuda.synchronize(trainer.device) if trainer.device.type == 'cuda' else None
             step = lambda: (trainer.train_step(next(batches), generator), sync())
-            step()                                      # the first steps pay for allocation and kernel selection
-            warm = _timed(step, 0, 1)
-            step_s = _timed(step, seconds, max(1, min(5, int(seconds / warm))))   # a slow network: fewer steps timed
+            first = _timed(step, 0, 1)                  # the first steps pay for allocation and kernel selection
+            if first > seconds: step_s = _timed(step, 0, 1)   # a slow network (seconds a step): one more step tells enough
+            else:
+                step()
+                step_s = _timed(step, seconds, 5)
             val = trainer.data.val[:min(len(trainer.data.val), 8 * t.batch_size)]
             trainer.validate(trainer.model, val)
             eval_s = _timed(lambda: trainer.validate(trainer.model, val), seconds / 4, 1)
@@ -86,7 +88,7 @@ def measure_costs(cfg:Config,             # the run's config (its network, batch
                          epoch_s=save_s + 0.005, build_s=load_s + build_s, parameters=count_parameters(trainer.model))
         finally: trainer.close()
 
-# %% ../nbs/09b_budget.ipynb #dd1fcead
+# %% ../nbs/09b_budget.ipynb #e10b1681
 PLOT_S = 0.35               # drawing and writing training_curves.png once
 
 def curves_s(total_s:float) -> float:
@@ -118,20 +120,21 @@ def epochs_within(seconds:float, cfg:Config, costs:Costs, n_train:int, n_val:int
     one = run_seconds(replace(cfg, train=replace(cfg.train, epochs=1, steps_per_epoch=None)), costs, n_train, n_val, n_test)
     return max(0.0, (seconds - _outside_epochs(seconds, cfg, costs, n_train, n_val, n_test)) / one['epoch_s'])
 
-# %% ../nbs/09b_budget.ipynb #45607b03
+# %% ../nbs/09b_budget.ipynb #e086774e
 def run_length(seconds:float, cfg:Config, costs:Costs, n_train:int, n_val:int, n_test:int) -> tuple[int, int|None]:
     "(epochs, steps per epoch or None for whole passes) of `cfg` that fill `seconds`: whole epochs, each cut to the share of a pass that fits."
     passes = epochs_within(seconds, cfg, costs, n_train, n_val, n_test)
-    epochs, full = max(1, math.ceil(passes - 0.02)), math.ceil(n_train / cfg.train.batch_size)   # 2% of a pass short is whole
+    # a tenth of a pass to spare, so that a deadline can lengthen the epochs as well as shorten them (see the Trainer)
+    epochs, full = max(1, math.ceil(passes + 0.1)), math.ceil(n_train / cfg.train.batch_size)
     per_epoch = (seconds - _outside_epochs(seconds, cfg, costs, n_train, n_val, n_test)) / epochs
     step_s = cfg.train.batch_size * costs.train_image_s
     steps = math.floor((per_epoch - epoch_overhead(cfg, costs, n_train, n_val, full)) / step_s)
     if steps < BN_REFRESH_STEPS <= full:                              # cut this short, the epoch pays for a refresh too
         steps = math.floor((per_epoch - epoch_overhead(cfg, costs, n_train, n_val, steps)) / step_s)
     steps = max(1, min(steps, full))
-    return epochs, (steps if steps < 0.98 * full else None)                 # 2% of a pass short is a whole pass too
+    return epochs, (steps if steps < full else None)
 
-# %% ../nbs/09b_budget.ipynb #88645050
+# %% ../nbs/09b_budget.ipynb #5927ae4e
 def split_sizes(cfg:Config, ds:Dataset) -> tuple[int, int, int]:
     "(training, validation, test) images of the run of `cfg` on `ds`: the training split cut to `data.train_subset`."
     n_train = len(ds.train) if cfg.data.train_subset is None else min(cfg.data.train_subset, len(ds.train))
@@ -153,11 +156,15 @@ class BudgetPlan:
         "The plan as plain data (budget.json), without the config, which config.yaml holds."
         return {k: v for k, v in asdict(self).items() if k != 'cfg'}
 
+    def deadline(self, started:float) -> float:
+        "When the run's last epoch should end (`time.perf_counter` clock): the budget's end, less the margin and what comes after the epochs."
+        return started + self.budget_s * (1 - MARGIN) - self.parts['swa_s'] - self.parts['test_s'] - PLOT_S
+
     def save(self, out:str|os.PathLike):
         "Write budget.json into the run folder `out`, atomically."
         with atomic_write(Path(out)/'budget.json', 'w') as f: json.dump(self.record(), f, indent=1)
 
-# %% ../nbs/09b_budget.ipynb #fd3df629
+# %% ../nbs/09b_budget.ipynb #894cf6bf
 MARGIN = 0.03               # share of the budget kept back for what is not measured (process exit, the odd slow step)
 
 def too_small(budget_s:float, what:str, one_epoch_s:float, fix:str) -> UsageError:
@@ -189,10 +196,10 @@ def fit_epochs(cfg:Config,          # a complete config (a built-in one, a file)
     return BudgetPlan(cfg, budget_s, time.perf_counter() - started + parts['total_s'], parts, why,
                       [dict(width=cfg.model.stem_channels, parameters=costs.parameters, images_per_s=round(costs.images_per_s, 1))])
 
-# %% ../nbs/09b_budget.ipynb #4b2a2f0b
+# %% ../nbs/09b_budget.ipynb #59c035c0
 def min_epochs(n_train:int) -> int:
-    "The fewest epochs a budgeted run should have: small datasets need many passes, large ones few (5 to 40)."
-    return min(40, max(5, round(8 * math.sqrt(20_000 / n_train))))
+    "The fewest passes a budgeted run should make: 4 at 20,000 images, more for fewer (√ of the ratio), at least 2, at most 30."
+    return min(30, max(2, round(4 * math.sqrt(20_000 / n_train))))
 
 def width_ladder(p:DatasetProfile) -> list[int]:
     "The stem widths a budget chooses from: the rules' width, a half and a quarter of it, and double (at least 8)."
@@ -206,14 +213,14 @@ def budget_batch_size(p:DatasetProfile) -> int:
     "The rules' batch size, at most `BUDGET_BATCH_MAX`."
     return min(rule_batch_size(p), BUDGET_BATCH_MAX)
 
-# %% ../nbs/09b_budget.ipynb #5de8fea3
+# %% ../nbs/09b_budget.ipynb #5e587f91
 def derive_config(p:DatasetProfile, width:int, epochs:int, overrides:list[str]=(), why:list|None=None,
                   steps_per_epoch:int|None=None) -> Config:
     "The rules' config for a budgeted run: the network of `width`, the recipe of `epochs` (of `steps_per_epoch`), `budget_batch_size`; then `overrides`."
     cfg = suggest_config(p, why, epochs=epochs, batch_size=budget_batch_size(p), width=width)
     return load_config(cfg, [f'train.steps_per_epoch={json.dumps(steps_per_epoch)}', *overrides])
 
-# %% ../nbs/09b_budget.ipynb #ce547d5a
+# %% ../nbs/09b_budget.ipynb #726bae42
 def plan_network(p:DatasetProfile, ds:Dataset, budget_s:float, started:float, device:torch.device|str,
                  overrides:list[str]=(), reserve_s:float=0.0, load_s:float=0.0) -> tuple[int, Costs, list[dict], str]:
     "(width, its costs, the networks measured, the reason): the widest network of the ladder that gets `min_epochs` in what is left after `reserve_s`."
@@ -248,7 +255,7 @@ def epochs_left(p:DatasetProfile, width:int, costs:Costs, ds:Dataset, budget_s:f
         raise too_small(budget_s, f'the narrowest network ({costs.parameters:,} parameters)', one['epoch_s'], 'raise it')
     return run_length(left, cfg, costs, *sizes)
 
-# %% ../nbs/09b_budget.ipynb #4cfe712f
+# %% ../nbs/09b_budget.ipynb #bcdc707d
 def probe_candidates(p:DatasetProfile, cfg:Config) -> list[tuple[str, list[str]]]:
     "(name, overrides) of the recipes the probe compares: the rules' first, then the choices they cannot settle for an unseen dataset."
     t, a = cfg.train, cfg.augment
@@ -262,7 +269,7 @@ def probe_candidates(p:DatasetProfile, cfg:Config) -> list[tuple[str, list[str]]
     if p.flip_retention is None: candidates.append(('flips ' + ('off' if a.hflip else 'on'), [f'augment.hflip={str(not a.hflip).lower()}']))
     return candidates
 
-# %% ../nbs/09b_budget.ipynb #653f0dcc
+# %% ../nbs/09b_budget.ipynb #9e3966e5
 PROBE_EPOCHS = 4            # epochs of a probe trial; successive halving compares the trials after 1, 2 and 4
 PROBE_VAL = 1000            # validation images a trial is scored on
 PROBE_SHARE = 0.15          # the share of the budget the probe takes
@@ -280,7 +287,7 @@ def probe_images(seconds:float, costs:Costs, trials:int, n_val:int) -> int:
     per_image = costs.train_image_s + costs.refresh_image_s        # short trials refresh BatchNorm over their images each epoch
     return max(0, math.floor((seconds - trials * costs.build_s - units * per_epoch) / (units * per_image)))
 
-# %% ../nbs/09b_budget.ipynb #cc02eb29
+# %% ../nbs/09b_budget.ipynb #0c0f0213
 def probe_recipes(cfg:Config,            # the budgeted run's config: its network, batch size and recipe
                   candidates:list[tuple[str, list[str]]], # (name, overrides) from `probe_candidates`, the rules' first
                   ds:Dataset,            # the loaded data
@@ -331,7 +338,7 @@ def probe_recipes(cfg:Config,            # the budgeted run's config: its networ
                   allowed_s=round(seconds, 1), trials=trials, choice=trials[best]['name'])
     return candidates.index(next(c for c in candidates if c[0] == trials[best]['name'])), record
 
-# %% ../nbs/09b_budget.ipynb #2e053622
+# %% ../nbs/09b_budget.ipynb #0bd1f38e
 def plan_auto(ds:Dataset,                 # the dataset, loaded as the rules see it (`load_whole`)
               budget_s:float,             # seconds for the whole command
               started:float,              # when the command started (`time.perf_counter` clock)
@@ -377,7 +384,7 @@ def plan_auto(ds:Dataset,                 # the dataset, loaded as the rules see
     predicted = time.perf_counter() - started + (seconds if dry_run else 0.0) + parts['total_s']
     return BudgetPlan(cfg, budget_s, predicted, parts, why, candidates, record)
 
-# %% ../nbs/09b_budget.ipynb #d19b723c
+# %% ../nbs/09b_budget.ipynb #96e144b7
 def plan_budget(cfg:Config|None,          # the config to fit (None: derive one from the data, as `train auto` does)
                 dataset:str|None,         # with `cfg` None: the dataset to derive it from
                 budget:str,               # '10m', '90s', ...

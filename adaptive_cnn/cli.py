@@ -254,7 +254,8 @@ def train_command(args) -> int:
     if nprocs > 1 or args.max_restarts > 0: return launch_workers(args, cfg, nprocs)
     device = torch.device('cuda') if args.num_gpus else (torch.device('cpu') if args.num_procs else default_device())
     cfg, plan = plan_to_budget(args, cfg, device) if budget is not None else (cfg, None)
-    trainer = Trainer(cfg, device=device, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    trainer = Trainer(cfg, device=device, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+                      deadline=plan.deadline(args.started) if plan else None)   # the Trainer keeps to the plan as it goes
     try:
         if plan is not None: plan.save(trainer.out)
         results = trainer.fit()

@@ -36,8 +36,8 @@ def test_profile_verdicts_are_right_on_every_benchmark_dataset(benchmark_dataset
 
 @pytest.mark.parametrize('seed', range(50))
 def test_a_planned_length_fills_its_seconds(seed):
-    "For random costs, sizes and budgets, the epochs and steps `run_length` plans take at most the seconds they were given,
-    and at most 3% and a step per epoch less."
+    """For random costs, sizes and budgets, the epochs and steps `run_length` plans take at most the seconds they were
+    given, and at most 3% and a step per epoch less."""
     r = random.Random(seed)
     costs = Costs(train_image_s=r.uniform(1e-5, 1e-2), eval_image_s=r.uniform(1e-6, 1e-3), refresh_image_s=r.uniform(1e-6, 1e-3),
                   epoch_s=r.uniform(0, 1), build_s=r.uniform(0, 5), parameters=1)
