@@ -161,8 +161,8 @@ def profile_dataset(dataset:str,           # built-in name (mnist, cifar10, ...)
 
 # %% ../nbs/09_adapt.ipynb #b274c5d3
 def halvings(image_size:list[int]) -> int:
-    "How often to halve the resolution so that the last feature map is about 4×4."
-    return max(1, round(math.log2(min(image_size) / 4)))
+    "How often to halve the resolution so that the last feature map is at most 4×4."
+    return max(1, math.ceil(math.log2(min(image_size) / 4) - 1e-9))
 
 def base_width(p:DatasetProfile) -> int:
     "Channels of the stem and the first stage."

@@ -18,7 +18,7 @@ CLI = str(Path(sys.executable).parent/'adaptive-cnn')
 BASELINE = str(REPO/'benchmarks'/'simple_baseline.py')
 # the built-in configs hard-code MNIST/CIFAR-10 values of these; null makes them come from the dataset
 DATA_FIELDS_FROM_DATASET = ('image_size', 'channels', 'num_classes', 'classes', 'mean', 'std', 'val_size', 'invert_threshold')
-TOO_SMALL = 'too small for one epoch'
+TOO_SMALL = 'is too small for'
 SUBSET_RETRIES = 3
 TAIL_CHARS = 2000
 PROFILED = ('plain_background', 'polarity', 'hflip')
@@ -83,7 +83,7 @@ def training_record(result:Result, out:Path) -> dict:
     return rec
 
 def suggested_subset(stderr:str) -> int|None:
-    "The training subset the 'too small for one epoch' error suggests, if it names one."
+    "The training subset the budget's 'too small' error suggests, if it names one."
     m = re.search(r'data\.train_subset=(\d+)', stderr)
     return int(m[1]) if m else None
 

@@ -251,7 +251,7 @@ CASES = [
     Row('budget-and-epochs', 'cli', _train('mnist', '--budget', '1m', '--set', 'train.epochs=3'),
         ('--set train.epochs=3 and a time budget (1m) contradict each other', 'give one of them')),
     Row('budget-too-small', 'cli', _train('mnist', '--budget', '3s'),
-        ('train.budget 3s is too small for one epoch of this config', '--set data.train_subset=', 'config auto')),
+        ('train.budget 3s is too small for this config: a pass over its training images takes about', 'a quarter of one at least', 'raise it', 'config auto, which sizes the network to the budget')),
     Row('topk-zero', 'cli', lambda ctx: ['test', 'mnist', ctx.ckpt(), ctx.digit(), '--topk', '0'],
         ('--topk 0', 'give a number of at least 1')),
 
