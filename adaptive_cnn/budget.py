@@ -44,7 +44,7 @@ class Costs:
     @property
     def images_per_s(self) -> float: return 1 / self.train_image_s
 
-# %% ../nbs/09b_budget.ipynb #bef2fbfd
+# %% ../nbs/09b_budget.ipynb #df71f8bd
 def _timed(fn, at_least:float, times:int=2) -> float:
     "Median seconds of a call of `fn`, called until `at_least` seconds and `times` calls have passed (the median: a slow call is noise)."
     start, each = time.perf_counter(), []
@@ -77,12 +77,14 @@ def measure_costs(cfg:Config,             # the run's config (its network, batch
             else:
                 step()
                 step_s = _timed(step, seconds, 5)
-            val = trainer.data.val[:min(len(trainer.data.val), 8 * t.batch_size)]
-            trainer.validate(trainer.model, val)
+            # predictions are timed on as many images as take about `seconds` (a forward pass is about a third of a step)
+            n = max(1, min(len(trainer.data.val), BN_REFRESH_IMAGES, 8 * t.batch_size, int(3 * seconds * t.batch_size / step_s)))
+            val = trainer.data.val[:n]
+            trainer.validate(trainer.model, val)        # each new batch shape pays for kernel selection once
             eval_s = _timed(lambda: trainer.validate(trainer.model, val), seconds / 4, 1)
-            refresh = min(len(trainer.data.train), BN_REFRESH_IMAGES)
-            trainer.refresh_bn(trainer.model)           # each new batch shape pays for kernel selection once
-            refresh_s = _timed(lambda: trainer.refresh_bn(trainer.model), 0, 1)
+            refresh = min(len(trainer.data.train), n)
+            trainer.refresh_bn(trainer.model, refresh)
+            refresh_s = _timed(lambda: trainer.refresh_bn(trainer.model, refresh), 0, 1)
             save_s = _timed(lambda: save_checkpoint(trainer.state(), Path(tmp)/'checkpoints'/'last.pth'), 0, 3)
             return Costs(train_image_s=step_s / t.batch_size, eval_image_s=eval_s / len(val), refresh_image_s=refresh_s / refresh,
                          epoch_s=save_s + 0.005, build_s=load_s + build_s, parameters=count_parameters(trainer.model))
