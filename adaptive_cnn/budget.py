@@ -7,7 +7,7 @@ __all__ = ['PLOT_S', 'MARGIN', 'MIN_PASSES', 'BUDGET_BATCH_MAX', 'MEASURE_SHARE'
            'PROBE_MIN_STEPS', 'process_started', 'Costs', 'measure_costs', 'curves_s', 'run_seconds', 'epoch_overhead',
            'epochs_within', 'run_length', 'split_sizes', 'BudgetPlan', 'too_small', 'fit_epochs', 'min_epochs',
            'width_ladder', 'budget_batch_size', 'derive_config', 'plan_network', 'epochs_left', 'probe_candidates',
-           'probe_data', 'probe_images', 'probe_recipes', 'plan_auto', 'plan_budget']
+           'probe_data', 'probe_images', 'probe_length', 'probe_recipes', 'plan_auto', 'plan_budget']
 
 # %% ../nbs/09b_budget.ipynb #148984a3
 import json, math, os, tempfile, time
@@ -167,7 +167,7 @@ class BudgetPlan:
         "Write budget.json into the run folder `out`, atomically."
         with atomic_write(Path(out)/'budget.json', 'w') as f: json.dump(self.record(), f, indent=1)
 
-# %% ../nbs/09b_budget.ipynb #4bc8ef88
+# %% ../nbs/09b_budget.ipynb #ccb66829
 MARGIN = 0.03               # share of the budget kept back for what is not measured (process exit, the odd slow step)
 
 MIN_PASSES = 0.25           # the least of the training split a budgeted run may see: less would hardly train
@@ -193,8 +193,8 @@ def fit_epochs(cfg:Config,          # a complete config (a built-in one, a file)
         again = left - (load_s + time.perf_counter() - start)
         fits = next((n for n in range(sizes[0], 0, -max(1, sizes[0] // 100)) if epochs_within(again, cfg, costs, n, *sizes[1:]) >= 1), None)
         one = run_seconds(replace(cfg, train=replace(cfg.train, epochs=1, steps_per_epoch=None)), costs, *sizes)
-        raise too_small(budget_s, 'this config', one['epoch_s'], 'raise it' + (f', or train on fewer images (--set data.train_subset={fits})' if fits else '')
-                        + ' or with config auto, which sizes the network to the budget')
+        raise too_small(budget_s, 'this config', one['epoch_s'], 'raise it' + (f', train on fewer images (--set data.train_subset={fits})' if fits else '')
+                        + ', or use config auto, which sizes the network to the budget')
     passes = epochs_within(left, cfg, costs, *sizes)
     epochs, steps = run_length(left, cfg, costs, *sizes)
     cfg = load_config(cfg, [f'train.epochs={epochs}', f'train.steps_per_epoch={json.dumps(steps)}'])
@@ -277,8 +277,8 @@ def probe_candidates(p:DatasetProfile, cfg:Config) -> list[tuple[str, list[str]]
     if p.flip_retention is None: candidates.append(('flips ' + ('off' if a.hflip else 'on'), [f'augment.hflip={str(not a.hflip).lower()}']))
     return candidates
 
-# %% ../nbs/09b_budget.ipynb #9e3966e5
-PROBE_EPOCHS = 4            # epochs of a probe trial; successive halving compares the trials after 1, 2 and 4
+# %% ../nbs/09b_budget.ipynb #c80554df
+PROBE_EPOCHS = 4            # rungs of a probe trial (an epoch each, or several passes over a small dataset); successive halving compares after 1, 2 and 4
 PROBE_VAL = 1000            # validation images a trial is scored on
 PROBE_SHARE = 0.15          # the share of the budget the probe takes
 PROBE_MIN_STEPS = 100       # a trial shorter than this learns too little to rank recipes: no probe
@@ -295,7 +295,13 @@ def probe_images(seconds:float, costs:Costs, trials:int, n_val:int) -> int:
     per_image = costs.train_image_s + costs.refresh_image_s        # short trials refresh BatchNorm over their images each epoch
     return max(0, math.floor((seconds - trials * costs.build_s - units * per_epoch) / (units * per_image)))
 
-# %% ../nbs/09b_budget.ipynb #fcf17605
+def probe_length(seconds:float, costs:Costs, trials:int, n_train:int, n_val:int, batch_size:int) -> tuple[int, int, int]:
+    "(training images, epochs per rung, steps of a whole trial) of the probe's trials: a small dataset is passed over several times a rung."
+    rung = probe_images(seconds, costs, trials, n_val)
+    images, per_rung = min(n_train, rung), max(1, rung // max(1, n_train))
+    return images, per_rung, PROBE_EPOCHS * per_rung * (images // batch_size)
+
+# %% ../nbs/09b_budget.ipynb #9e2645a1
 def probe_recipes(cfg:Config,            # the budgeted run's config: its network, batch size and recipe
                   candidates:list[tuple[str, list[str]]], # (name, overrides) from `probe_candidates`, the rules' first
                   ds:Dataset,            # the loaded data
@@ -307,9 +313,10 @@ def probe_recipes(cfg:Config,            # the budgeted run's config: its networ
     import optuna
     start = time.perf_counter()
     deadline = start + seconds
-    n_train = min(len(ds.train), probe_images(seconds, costs, len(candidates), len(ds.val)))
+    n_train, per_rung, _ = probe_length(seconds, costs, len(candidates), len(ds.train), len(ds.val), cfg.train.batch_size)
     data = probe_data(ds, n_train, cfg.train.seed)
-    epoch_s = run_seconds(replace(cfg, train=replace(cfg.train, epochs=1, steps_per_epoch=None, swa_start=None)), costs, n_train, len(data.val), 0)['epoch_s']
+    one = replace(cfg, train=replace(cfg.train, epochs=1, steps_per_epoch=None, swa_start=None))
+    rung_s = per_rung * run_seconds(one, costs, n_train, len(data.val), 0)['epoch_s']
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction='maximize', sampler=optuna.samplers.TPESampler(seed=cfg.train.seed),
                                 pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
@@ -318,19 +325,19 @@ def probe_recipes(cfg:Config,            # the budgeted run's config: its networ
     def objective(trial):
         i = trial.suggest_categorical('candidate', list(range(len(candidates))))
         with tempfile.TemporaryDirectory(prefix='adaptive_cnn_probe_') as tmp:
-            trial_cfg = load_config(cfg, [*candidates[i][1], f'train.epochs={PROBE_EPOCHS}', 'train.steps_per_epoch=null', 'train.swa_start=null',
+            trial_cfg = load_config(cfg, [*candidates[i][1], f'train.epochs={PROBE_EPOCHS * per_rung}', 'train.steps_per_epoch=null', 'train.swa_start=null',
                                           f'output.dir={json.dumps(tmp)}'])
             trainer = Trainer(trial_cfg, device=device, overwrite=True, progress=False, data=data, echo=False)
             try:
-                for epoch in range(1, PROBE_EPOCHS + 1):
-                    if time.perf_counter() + epoch_s > deadline:          # the probe's time is up: no more epochs or trials
+                for rung in range(1, PROBE_EPOCHS + 1):
+                    if time.perf_counter() + rung_s > deadline:           # the probe's time is up: no more epochs or trials
                         study.stop()
                         raise optuna.TrialPruned('out of time')
-                    try: trainer.fit(until_epoch=epoch)
+                    try: trainer.fit(until_epoch=rung * per_rung)
                     except AdaptiveCNNError as e:                        # a learning rate too high for the data: a loser
                         trial.set_user_attr('error', str(e).split(';')[0])
                         raise optuna.TrialPruned(str(e)) from None
-                    trial.report(trainer.history[-1]['val_acc'], epoch)
+                    trial.report(trainer.history[-1]['val_acc'], rung)
                     if trial.should_prune(): raise optuna.TrialPruned()
                 return trainer.history[-1]['val_acc']
             finally: trainer.close()
@@ -342,11 +349,11 @@ def probe_recipes(cfg:Config,            # the budgeted run's config: its networ
                    **t.user_attrs) for t in done]
     # the winner went furthest, and was best there; ties go to the earlier trial (the rules' first)
     best = max(range(len(trials)), key=lambda k: (len(trials[k]['val_acc']), (trials[k]['val_acc'] or [0.0])[-1], -k))
-    record = dict(images=n_train, val_images=len(data.val), epochs=PROBE_EPOCHS, seconds=round(time.perf_counter() - start, 1),
+    record = dict(images=n_train, val_images=len(data.val), epochs=PROBE_EPOCHS * per_rung, seconds=round(time.perf_counter() - start, 1),
                   allowed_s=round(seconds, 1), trials=trials, choice=trials[best]['name'])
     return done[best].params['candidate'], record
 
-# %% ../nbs/09b_budget.ipynb #0bd1f38e
+# %% ../nbs/09b_budget.ipynb #b4c1ac41
 def plan_auto(ds:Dataset,                 # the dataset, loaded as the rules see it (`load_whole`)
               budget_s:float,             # seconds for the whole command
               started:float,              # when the command started (`time.perf_counter` clock)
@@ -368,7 +375,7 @@ def plan_auto(ds:Dataset,                 # the dataset, loaded as the rules see
         epochs, steps = epochs_left(p, width, costs, ds, budget_s, started, overrides, reserve)   # the run after the probe
         cfg = derive_config(p, width, epochs, overrides, steps_per_epoch=steps)
         recipes = probe_candidates(p, cfg)
-        steps = PROBE_EPOCHS * (min(len(ds.train), probe_images(reserve, costs, len(recipes), len(ds.val))) // cfg.train.batch_size)
+        steps = probe_length(reserve, costs, len(recipes), len(ds.train), len(ds.val), cfg.train.batch_size)[2]
         if steps < PROBE_MIN_STEPS:
             why.append(f'no recipe probe: {format_duration(reserve)} buys trials of {max(0, steps)} steps, under the '
                        f'{PROBE_MIN_STEPS} that can rank recipes; the rules decide alone')
@@ -385,7 +392,7 @@ def plan_auto(ds:Dataset,                 # the dataset, loaded as the rules see
         why.append(f'a recipe probe gets {format_duration(seconds)} before training, to choose between: ' + ', '.join(record['candidates']))
     elif record is not None:
         why.append(f'recipe probe ({record["seconds"]:g} s of {record["allowed_s"]:g} s allowed; {record["images"]:,} images, '
-                   f'successive halving over {PROBE_EPOCHS} epochs): ' + ', '.join(
+                   f'successive halving over {record["epochs"]} epochs): ' + ', '.join(
                        f'{t["name"]} {t["val_acc"][-1] if t["val_acc"] else float("nan"):.3f} after {len(t["val_acc"])}' for t in record['trials'])
                    + f' → {record["choice"]}')
     parts = run_seconds(cfg, costs, *split_sizes(cfg, ds))
