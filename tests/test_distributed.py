@@ -11,7 +11,7 @@ from torch.optim.swa_utils import update_bn
 from adaptive_cnn.config import load_config
 from adaptive_cnn.data import load_data, iterate_batches, normalize
 from adaptive_cnn.distributed import _sync_bn_worker
-from adaptive_cnn.training import load_checkpoint, model_from_checkpoint, autocast
+from adaptive_cnn.training import BN_REFRESH_BATCH, load_checkpoint, model_from_checkpoint, autocast
 from conftest import error_line
 
 # Augmentation, dropout and SWA off, fp32, contiguous layout (the CPU's channels_last fp32 convolutions are less exact),
@@ -110,7 +110,7 @@ def test_num_procs_run_writes_one_set_of_artefacts_covering_every_sample(tmp_pat
     def bn_stats(images):
         net = model_from_checkpoint(swa)[0].to(memory_format=torch.channels_last)
         batches = (normalize(b.images, cfg.data.mean, cfg.data.std).contiguous(memory_format=torch.channels_last)
-                   for b in iterate_batches(images, 2 * cfg.train.batch_size))
+                   for b in iterate_batches(images, BN_REFRESH_BATCH))   # the batches Trainer.refresh_bn uses
         with autocast(torch.device('cpu'), cfg.train.precision): update_bn(batches, net)
         return {k: v for k, v in net.state_dict().items() if 'running' in k}
     threads = torch.get_num_threads()
