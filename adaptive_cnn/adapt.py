@@ -274,7 +274,7 @@ def suggest_train(p:DatasetProfile, why:list|None=None, epochs:int|None=None, ba
     return TrainConfig(epochs=epochs, batch_size=batch, optimizer='adamw' if strokes else 'sgd', lr=round(lr, 6),
                        momentum=0.9, nesterov=True, weight_decay=0.01 if strokes else 5e-4, label_smoothing=0.1,
                        grad_clip=1.0, warmup_fraction=round(warmup_epochs / max(epochs, base_epochs), 4),
-                       swa_start=0.75 if swa else None, swa_lr=round(lr / 2, 6), precision='bf16', channels_last=True,
+                       swa_start=0.75 if swa else None, swa_lr=round(lr / 2, 6), precision='auto', channels_last=True,
                        class_weights='balanced' if weighted else None)
 
 # %% ../nbs/09_adapt.ipynb #8580a620

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['AUTOAUGMENT_POLICIES', 'GEOMETRIC_OPS', 'AUTOAUGMENT_OPS', 'fill_values', 'affine_matrices', 'batch_affine',
            'batch_crop', 'batch_hflip', 'centred_boxes', 'box_masks', 'batch_cutout', 'autoaugment_magnitudes',
-           'autoaugment_op', 'sample_autoaugment', 'autoaugment_stage', 'apply_autoaugment', 'sample_beta',
-           'sample_cutmix', 'cutmix', 'BatchAugment']
+           'autoaugment_op', 'sample_autoaugment', 'autoaugment_stage', 'apply_autoaugment', 'apply_autoaugment_masked',
+           'sample_beta', 'sample_cutmix', 'cutmix', 'BatchAugment']
 
 # %% ../nbs/03_augment.ipynb #16bbb95f
 import functools
@@ -115,8 +115,9 @@ def batch_crop(images:torch.Tensor,     # N×C×H×W uint8
     hp, wp = h + 2 * padding, w + 2 * padding
     padded = _fill_tensor(fill, c, images.device).repeat(n, 1, hp, wp)
     padded[:, :, padding:padding + h, padding:padding + w] = images
-    if offsets.device.type == 'cpu' and ((offsets < 0) | (offsets > 2 * padding)).any():
-        raise ValueError(f'crop offsets must be in [0, {2 * padding}]')   # (checked only on the CPU: no GPU sync)
+    # checked only for CPU offsets outside a compiled step: a GPU value would make the host wait, and a compiled graph break
+    if offsets.device.type == 'cpu' and not torch.compiler.is_compiling() and ((offsets < 0) | (offsets > 2 * padding)).any():
+        raise ValueError(f'crop offsets must be in [0, {2 * padding}]')
     offsets = _on(offsets, images.device)
     starts = torch.arange(n, device=images.device) * (c * hp * wp) + offsets[:, 0] * wp + offsets[:, 1]
     return _starts_view(padded, c, h, w).index_select(0, starts)
@@ -283,7 +284,7 @@ def _geometric(images, ops, magnitudes):
     shear = torch.rad2deg(torch.atan(magnitudes))
     shears = torch.stack([torch.where(is_op('ShearX'), shear, none), torch.where(is_op('ShearY'), shear, none)], 1)
     sheared = (is_op('ShearX') | is_op('ShearY'))[:, None]
-    centers = torch.where(sheared, torch.tensor([-0.5 * w, -0.5 * h], dtype=torch.float64), 0.0)
+    centers = torch.where(sheared, magnitudes.new_tensor([-0.5 * w, -0.5 * h]), 0.0)
     shifts = torch.stack([torch.where(is_op('TranslateX'), magnitudes.trunc(), none),
                           torch.where(is_op('TranslateY'), magnitudes.trunc(), none)], 1)
     # F.rotate reduces the angle to [0, 360) and hands its negative to the affine matrix
@@ -293,11 +294,11 @@ def _geometric(images, ops, magnitudes):
 # %% ../nbs/03_augment.ipynb #b93ebdf1
 def autoaugment_op(images:torch.Tensor,     # N×C×H×W uint8
                    op:str,                  # one of `AUTOAUGMENT_OPS`
-                   magnitudes:torch.Tensor, # N signed magnitudes (CPU float64), ignored by AutoContrast, Equalize, Invert
+                   magnitudes:torch.Tensor, # N signed magnitudes (float64, on any device), ignored by AutoContrast, Equalize, Invert
                   ) -> torch.Tensor:
     "Apply AutoAugment operation `op` to every image with its own magnitude, exactly as torchvision's AutoAugment does."
-    magnitudes = magnitudes.double().cpu()
-    if op in GEOMETRIC_OPS: return _geometric(images, torch.full(magnitudes.shape, AUTOAUGMENT_OPS.index(op)), magnitudes)
+    magnitudes = magnitudes.double()
+    if op in GEOMETRIC_OPS: return _geometric(images, torch.full_like(magnitudes, AUTOAUGMENT_OPS.index(op), dtype=torch.long), magnitudes)
     if op == 'Brightness': return _to_uint8(images.float().mul_(_per_image(1.0 + magnitudes, images.device)))
     if op == 'Color': return images if images.shape[1] == 1 else _blend(images, _grey(images), 1.0 + magnitudes)
     if op == 'Contrast': return _blend(images, _grey(images).mean(dim=(1, 2, 3), keepdim=True), 1.0 + magnitudes)
@@ -314,6 +315,10 @@ def autoaugment_op(images:torch.Tensor,     # N×C×H×W uint8
     raise ValueError(f'unknown AutoAugment operation {op!r}; expected one of {", ".join(AUTOAUGMENT_OPS)}')
 
 # %% ../nbs/03_augment.ipynb #a686b08c
+def _device_of(generator:Optional[torch.Generator]) -> torch.device:
+    "Where a generator draws: its own device, or the CPU for torch's default generator."
+    return torch.device('cpu') if generator is None else generator.device
+
 @functools.lru_cache
 def _policy_table(policy:str):
     "The policy as tensors: operation index, probability and magnitude bin of each (sub-policy, stage)."
@@ -336,14 +341,15 @@ def _magnitude_table(height:int, width:int, num_bins:int=10):
     return table, signed
 
 def sample_autoaugment(n:int,                                     # number of images
-                       generator:Optional[torch.Generator]=None,  # CPU generator; None: torch's default
+                       generator:Optional[torch.Generator]=None,  # draws on its device; None: torch's default, on the CPU
                        policy:str='cifar10',                      # 'cifar10', 'imagenet' or 'svhn'
                       ) -> dict[str, torch.Tensor]:
-    "Per-image AutoAugment draws (CPU): `policy` sub-policy index (N), `apply` and `negate` coins (N×2)."
-    ops, probs, bins = _policy_table(policy)
-    chosen = torch.randint(len(probs), (n,), generator=generator)
-    apply = torch.rand(n, 2, generator=generator, dtype=torch.float64) < probs[chosen]
-    negate = torch.rand(n, 2, generator=generator) < 0.5
+    "Per-image AutoAugment draws, on the generator's device: `policy` sub-policy index (N), `apply` and `negate` coins (N×2)."
+    g, dev = generator, _device_of(generator)
+    _, probs, _ = _policy_table(policy)
+    chosen = torch.randint(len(probs), (n,), generator=g, device=dev)
+    apply = torch.rand(n, 2, generator=g, device=dev, dtype=torch.float64) < probs.to(dev)[chosen]
+    negate = torch.rand(n, 2, generator=g, device=dev) < 0.5
     return dict(policy=chosen, apply=apply, negate=negate)
 
 # %% ../nbs/03_augment.ipynb #fe698380
@@ -352,14 +358,14 @@ def autoaugment_stage(params:dict[str, torch.Tensor], # from `sample_autoaugment
                       height:int, width:int,          # image size
                       policy:str='cifar10',            # the policy the params were drawn for
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "Per image: operation index, signed magnitude (float64) and whether it is applied, for one stage."
-    ops, _, bins = _policy_table(policy)
-    table, signed = _magnitude_table(height, width)
-    chosen = params['policy'].cpu()
+    "Per image, on the params' device: operation index, signed magnitude (float64) and whether it is applied, for one stage."
+    chosen = params['policy']
+    ops, _, bins = (t.to(chosen.device) for t in _policy_table(policy))
+    table, signed = (t.to(chosen.device) for t in _magnitude_table(height, width))
     op = ops[chosen, stage]
     magnitude = table[op, bins[chosen, stage]]
-    magnitude = torch.where(params['negate'][:, stage].cpu() & signed[op], -magnitude, magnitude)
-    return op, magnitude, params['apply'][:, stage].cpu()
+    magnitude = torch.where(params['negate'][:, stage] & signed[op], -magnitude, magnitude)
+    return op, magnitude, params['apply'][:, stage]
 
 def apply_autoaugment(images:torch.Tensor,            # N×C×H×W uint8
                       params:dict[str, torch.Tensor], # from `sample_autoaugment`
@@ -369,7 +375,8 @@ def apply_autoaugment(images:torch.Tensor,            # N×C×H×W uint8
     n, dev = len(images), images.device
     out = images
     for stage in range(2):
-        op, magnitude, applied = autoaugment_stage(params, stage, *images.shape[-2:], policy)
+        # the groups are found on the CPU: with GPU parameters `nonzero` would wait for the GPU
+        op, magnitude, applied = (v.cpu() for v in autoaugment_stage(params, stage, *images.shape[-2:], policy))
         groups = [(None, applied & (op < len(GEOMETRIC_OPS)))]
         groups += [(name, applied & (op == AUTOAUGMENT_OPS.index(name))) for name in AUTOAUGMENT_OPS[len(GEOMETRIC_OPS):]]
         parts, rows = [out], torch.arange(n)     # rows[i]: where image i's result is, in cat(parts)
@@ -383,26 +390,44 @@ def apply_autoaugment(images:torch.Tensor,            # N×C×H×W uint8
         if len(parts) > 1: out = torch.cat(parts).index_select(0, _on(rows, dev))
     return out.clone() if out is images else out
 
+# %% ../nbs/03_augment.ipynb #ed1b7112
+def apply_autoaugment_masked(images:torch.Tensor,            # N×C×H×W uint8
+                             params:dict[str, torch.Tensor], # from `sample_autoaugment`, on the images' device
+                             policy:str='cifar10',            # the policy the params were drawn for
+                            ) -> torch.Tensor:
+    "`apply_autoaugment` with fixed shapes: every operation runs on the whole batch, each image keeps its own operation's result."
+    out, geometric = images, len(GEOMETRIC_OPS)
+    for stage in range(2):
+        op, magnitude, applied = autoaugment_stage(params, stage, *images.shape[-2:], policy)
+        # images whose operation is not geometric get all-zero parameters here: the identity, then masked out anyway
+        result = torch.where((applied & (op < geometric)).view(-1, 1, 1, 1), _geometric(out, op, magnitude), out)
+        for name in AUTOAUGMENT_OPS[geometric:]:
+            chosen = (applied & (op == AUTOAUGMENT_OPS.index(name))).view(-1, 1, 1, 1)
+            result = torch.where(chosen, autoaugment_op(out, name, magnitude), result)
+        out = result
+    return out
+
 # %% ../nbs/03_augment.ipynb #f7b12d13
 def sample_beta(n:int, alpha:float,                       # N draws of Beta(alpha, alpha)
-                generator:Optional[torch.Generator]=None, # CPU generator; None: torch's default
+                generator:Optional[torch.Generator]=None, # draws on its device; None: torch's default, on the CPU
                ) -> torch.Tensor:
     "N float64 draws from Beta(`alpha`, `alpha`), reproducible with `generator`."
     # the Gamma sampler behind torch.distributions.Gamma, called directly because it accepts a generator
-    gamma = torch._standard_gamma(torch.full((2, n), float(alpha), dtype=torch.float64), generator=generator)
+    gamma = torch._standard_gamma(torch.full((2, n), float(alpha), dtype=torch.float64, device=_device_of(generator)), generator=generator)
     return gamma[0] / gamma.sum(0).clamp(min=torch.finfo(torch.float64).tiny)
 
 def sample_cutmix(n:int,                                     # number of images
                   height:int, width:int,                     # image size
                   alpha:float,                               # Beta(α, α) parameter of the box area
-                  generator:Optional[torch.Generator]=None,  # CPU generator; None: torch's default
+                  generator:Optional[torch.Generator]=None,  # draws on its device; None: torch's default, on the CPU
                  ) -> dict[str, torch.Tensor]:
-    "Per-image CutMix draws (CPU): `perm`, the partner of each image (N), and `boxes`, the pasted box (N×4 y1, x1, y2, x2)."
-    lam = sample_beta(n, alpha, generator)
+    "Per-image CutMix draws, on the generator's device: `perm`, each image's partner (N), and `boxes`, the pasted box (N×4 y1, x1, y2, x2)."
+    g, dev = generator, _device_of(generator)
+    lam = sample_beta(n, alpha, g)
     side = (1.0 - lam).sqrt()          # the box keeps the image's aspect: (1 - λ) of its area
     sizes = torch.stack([(height * side).long(), (width * side).long()], 1)
-    centers = torch.stack([torch.randint(height, (n,), generator=generator), torch.randint(width, (n,), generator=generator)], 1)
-    return dict(perm=torch.randperm(n, generator=generator), boxes=centred_boxes(centers, sizes, height, width))
+    centers = torch.stack([torch.randint(height, (n,), generator=g, device=dev), torch.randint(width, (n,), generator=g, device=dev)], 1)
+    return dict(perm=torch.randperm(n, generator=g, device=dev), boxes=centred_boxes(centers, sizes, height, width))
 
 def cutmix(images:torch.Tensor,  # N×C×H×W
            targets:torch.Tensor, # N×K float targets (one-hot or already soft)
@@ -417,6 +442,10 @@ def cutmix(images:torch.Tensor,  # N×C×H×W
     return mixed, targets * (1 - area[:, None]) + targets[perm] * area[:, None]
 
 # %% ../nbs/03_augment.ipynb #a2cbb2f2
+def _params_to(params:dict, device) -> dict:
+    "The draws of `BatchAugment.sample` (nested dicts of tensors) on `device`."
+    return {k: _params_to(v, device) if isinstance(v, dict) else _on(v, device) for k, v in params.items()}
+
 class BatchAugment:
     "The training augmentation of an `AugmentConfig`: parameters drawn per image, applied to the whole batch at once."
     def __init__(self,
@@ -424,31 +453,39 @@ class BatchAugment:
                  num_classes:int,              # width of the one-hot targets
                  fill:tuple[int, ...]=(0,),    # uint8 value (one, or per channel) of the crop padding and of Cutout
                  interpolation:str='bilinear', # sampling of the rotation/translation: 'bilinear' or 'nearest'
+                 fixed_shapes:bool=False,      # every tensor's shape the same at every batch (for a compiled step)
                 ):
         if interpolation not in ('bilinear', 'nearest'): raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
         if aug.autoaugment: _policy_table(aug.autoaugment)        # an unknown policy fails here, not at the first batch
-        self.aug, self.num_classes, self.interpolation = aug, num_classes, interpolation
+        self.aug, self.num_classes, self.interpolation, self.fixed_shapes = aug, num_classes, interpolation, fixed_shapes
         self.fill = tuple(fill_values(fill, len(fill) if isinstance(fill, (list, tuple)) else 1))
 
     def sample(self,
                n:int, height:int, width:int,               # batch size and image size
-               generator:Optional[torch.Generator]=None,   # CPU generator; None: torch's default
+               generator:Optional[torch.Generator]=None,   # draws on its device; None: torch's default, on the CPU
               ) -> dict:
-        "Every random parameter of a batch, per image, as CPU tensors (keys only for the operations switched on)."
-        aug, g, params = self.aug, generator, {}
+        "Every random parameter of a batch, per image, on the generator's device (keys only for the operations switched on)."
+        aug, g, dev, params = self.aug, generator, _device_of(generator), {}
+        uniform = lambda *shape: torch.rand(*shape, generator=g, device=dev, dtype=torch.float64) * 2 - 1   # in [-1, 1)
         if aug.rotation or aug.translate:
-            params['angles'] = (torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1) * aug.rotation
-            limit = torch.tensor([aug.translate * width, aug.translate * height], dtype=torch.float64)
-            params['translations'] = ((torch.rand(n, 2, generator=g, dtype=torch.float64) * 2 - 1) * limit).round()
-        if aug.crop_padding: params['offsets'] = torch.randint(2 * aug.crop_padding + 1, (n, 2), generator=g)
-        if aug.hflip: params['flip'] = torch.rand(n, generator=g) < 0.5
+            params['angles'] = uniform(n) * aug.rotation
+            limit = torch.tensor([aug.translate * width, aug.translate * height], dtype=torch.float64, device=dev)
+            params['translations'] = (uniform(n, 2) * limit).round()
+        if aug.crop_padding: params['offsets'] = torch.randint(2 * aug.crop_padding + 1, (n, 2), generator=g, device=dev)
+        if aug.hflip: params['flip'] = torch.rand(n, generator=g, device=dev) < 0.5
         if aug.autoaugment: params['autoaugment'] = sample_autoaugment(n, g, aug.autoaugment)
         if aug.cutout_size:
-            params['cutout'] = torch.stack([torch.randint(height, (n,), generator=g), torch.randint(width, (n,), generator=g)], 1)
-        # one coin per batch, as in the CutMix paper's code; a CPU tensor, so the `if` does not wait for a GPU
-        if aug.cutmix_alpha > 0 and torch.rand((), generator=g) < aug.cutmix_prob:
-            params['cutmix'] = sample_cutmix(n, height, width, aug.cutmix_alpha, g)
+            params['cutout'] = torch.stack([torch.randint(size, (n,), generator=g, device=dev) for size in (height, width)], 1)
+        if aug.cutmix_alpha > 0: params.update(self._sample_cutmix(n, height, width, g))
         return params
+
+    def _sample_cutmix(self, n, height, width, g) -> dict:
+        # one coin per batch, as in the CutMix paper's code. Eager: a CPU coin, so the `if` does not wait for a GPU.
+        # Fixed shapes: every batch gets boxes, and a coin that comes up tails shrinks them all to nothing.
+        coin = torch.rand((), generator=g, device=_device_of(g)) < self.aug.cutmix_prob
+        if not self.fixed_shapes: return dict(cutmix=sample_cutmix(n, height, width, self.aug.cutmix_alpha, g)) if coin else {}
+        draws = sample_cutmix(n, height, width, self.aug.cutmix_alpha, g)
+        return dict(cutmix=dict(perm=draws['perm'], boxes=draws['boxes'] * coin))
 
     def apply(self,
               images:torch.Tensor, # N×C×H×W uint8, on any device
@@ -459,10 +496,13 @@ class BatchAugment:
         if images.dtype != torch.uint8 or images.ndim != 4: raise TypeError(f'expected N×C×H×W uint8 images, got {images.dtype} {tuple(images.shape)}')
         if labels.shape != images.shape[:1]: raise ValueError(f'expected {len(images)} labels, got shape {tuple(labels.shape)}')
         aug, x = self.aug, images
+        # the masked operations combine draws and images in one expression: draws made elsewhere come to the images
+        if self.fixed_shapes: params = _params_to(params, images.device)
         if 'angles' in params: x = batch_affine(x, params['angles'], params['translations'], 0, self.interpolation)
         if 'offsets' in params: x = batch_crop(x, aug.crop_padding, params['offsets'], self.fill)
         if 'flip' in params: x = batch_hflip(x, params['flip'])
-        if 'autoaugment' in params: x = apply_autoaugment(x, params['autoaugment'], aug.autoaugment)
+        if 'autoaugment' in params:
+            x = (apply_autoaugment_masked if self.fixed_shapes else apply_autoaugment)(x, params['autoaugment'], aug.autoaugment)
         if 'cutout' in params: x = batch_cutout(x, params['cutout'], aug.cutout_size, self.fill)
         # scatter rather than F.one_hot, which reads the labels' range back to the host (a GPU sync) to check it
         targets = torch.zeros(len(labels), self.num_classes, device=labels.device).scatter_(1, labels.long()[:, None], 1.0)
@@ -472,9 +512,9 @@ class BatchAugment:
     def __call__(self,
                  images:torch.Tensor, # N×C×H×W uint8, on any device
                  labels:torch.Tensor, # N int64 class indices, on the same device
-                 generator:Optional[torch.Generator]=None, # CPU generator; None: torch's default
+                 generator:Optional[torch.Generator]=None, # draws on its device; None: torch's default, on the CPU
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         "Draw a batch's parameters and apply them: (augmented uint8 images, float32 targets)."
         return self.apply(images, labels, self.sample(len(images), *images.shape[-2:], generator))
 
-    def __repr__(self): return f'{type(self).__name__}({self.aug}, num_classes={self.num_classes}, fill={self.fill})'
+    def __repr__(self): return f'{type(self).__name__}({self.aug}, num_classes={self.num_classes}, fill={self.fill}, fixed_shapes={self.fixed_shapes})'

@@ -118,9 +118,9 @@ class TrainConfig:
     warmup_fraction:float = option(0.0, ge=0, lt=1)      # fraction of the steps spent in linear warmup, before the cosine
     swa_start:Optional[float] = option(0.75, ge=0, lt=1) # fraction of epochs before SWA starts; None: no SWA
     swa_lr:float = option(0.05, gt=0)                    # constant learning rate during SWA
-    precision:Literal['bf16', 'fp16', 'fp32'] = 'bf16'   # autocast precision
+    precision:Literal['auto', 'bf16', 'fp16', 'fp32'] = 'auto' # autocast precision; auto: bf16 on CPUs with bf16 arithmetic, the faster of bf16 and fp32 measured on a GPU
     channels_last:bool = True                            # NHWC memory format (faster convolutions)
-    compile:bool = False                                 # torch.compile the model
+    compile:bool = False                                 # torch.compile the whole training step (fixed shapes: an epoch's last partial batch is left out)
     compile_mode:Literal['default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs'] = 'default' # torch.compile mode; reduce-overhead: CUDA graphs (GPU)
     seed:int = option(42, ge=0)                          # seed of the split, the initialisation and the augmentation
     deterministic:bool = False                           # deterministic kernels: resumed runs match uninterrupted ones

@@ -37,7 +37,7 @@ import adaptive_cnn
 from adaptive_cnn.config import AdaptiveCNNError, load_config
 from adaptive_cnn.data import Dataset, ImageData, epoch_order, iterate_batches, load_data, place_data
 from adaptive_cnn.models import AdaptiveCNN, count_parameters
-from adaptive_cnn.training import Trainer, autocast, build_optimizer, cpu_name
+from adaptive_cnn.training import Trainer, autocast, build_optimizer, cpu_name, epoch_generator
 
 
 def parse_args(argv=None):
@@ -71,7 +71,9 @@ def variant_overrides(base, kind:str|None, no_compile:bool) -> list[list[str]]:
     own = (base.precision, base.channels_last, base.compile)
     p, c, k = own
     if kind == 'grid': combos = [own, *itertools.product(['bf16', 'fp32'], [True, False], [False, True])]
-    elif kind == 'oneway': combos = [own, ('fp32' if p != 'fp32' else 'bf16', c, k), (p, not c, k), (p, c, not k)]
+    elif kind == 'oneway':   # 'auto' resolves to one of bf16 and fp32: both are measured next to it
+        flipped = [q for q in ('bf16', 'fp32') if q != p][:1 if p in ('bf16', 'fp32') else 2]
+        combos = [own, *((q, c, k) for q in flipped), (p, not c, k), (p, c, not k)]
     else: combos = [own]
     if no_compile: combos = [(p, c, False) for p, c, _ in combos]
     return [[f'train.precision={p}', f'train.channels_last={str(c).lower()}', f'train.compile={str(k).lower()}']
@@ -117,7 +119,7 @@ def epoch_batches(trainer:Trainer):
         raise ValueError(f'{len(trainer.data.train)} training images: fewer than one batch of {t.batch_size}')
     while True:
         order = epoch_order(len(trainer.data.train), t.seed, epoch)[:trainer.images_per_epoch()]
-        generator = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch + 7)
+        generator = epoch_generator(t.seed, epoch, 0, trainer.device if t.compile else 'cpu')   # as train_epoch draws
         for batch in iterate_batches(trainer.data.train, t.batch_size, order, drop_last=True): yield batch, generator
         epoch += 1
 
@@ -139,6 +141,7 @@ def end_to_end(cfg, dataset:Dataset, device:torch.device, warmup:int, steps:int,
         images = (warmup + steps) * cfg.train.batch_size
         return dict(images_per_s=steps * cfg.train.batch_size / time_s, ms_per_step=1000 * time_s / steps, warmup_s=warm_s,
                     mean_loss=loss_sum.item() / images, all_finite=int(trainer._bad_step) < 0,
+                    precision=trainer.cfg.train.precision, precision_choice=trainer.precision_note,
                     parameters=count_parameters(trainer.model))
     finally: trainer.close()
 
