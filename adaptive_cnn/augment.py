@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['AUTOAUGMENT_POLICIES', 'GEOMETRIC_OPS', 'AUTOAUGMENT_OPS', 'fill_values', 'affine_matrices', 'batch_affine',
            'batch_crop', 'batch_hflip', 'centred_boxes', 'box_masks', 'batch_cutout', 'autoaugment_magnitudes',
-           'autoaugment_op', 'sample_autoaugment', 'autoaugment_stage', 'apply_autoaugment', 'apply_autoaugment_masked',
-           'sample_beta', 'sample_cutmix', 'cutmix', 'BatchAugment']
+           'autoaugment_op', 'sample_autoaugment', 'autoaugment_stage', 'autoaugment_stages', 'apply_autoaugment',
+           'apply_autoaugment_masked', 'sample_beta', 'sample_cutmix', 'cutmix', 'BatchAugment']
 
 # %% ../nbs/03_augment.ipynb #16bbb95f
 import functools
@@ -32,7 +32,11 @@ def _on(t:torch.Tensor, device) -> torch.Tensor:
     return t.to(device, non_blocking=True)
 
 def _fill_tensor(fill, channels, device, dtype=torch.uint8) -> torch.Tensor:
-    return _on(torch.tensor(fill_values(fill, channels), dtype=dtype).view(1, channels, 1, 1), device)
+    values = fill_values(fill, channels)
+    # compiled: a constant of the graph, made on the device (a CPU tensor in a graph keeps it from being a CUDA graph);
+    # eager: made on the host and sent without waiting
+    if torch.compiler.is_compiling(): return torch.tensor(values, dtype=dtype, device=device).view(1, channels, 1, 1)
+    return _on(torch.tensor(values, dtype=dtype).view(1, channels, 1, 1), device)
 
 def _to_uint8(x:torch.Tensor) -> torch.Tensor:
     "Float pixels to uint8, clamped to [0, 255] and truncated as `.to(torch.uint8)` does."
@@ -319,26 +323,27 @@ def _device_of(generator:Optional[torch.Generator]) -> torch.device:
     "Where a generator draws: its own device, or the CPU for torch's default generator."
     return torch.device('cpu') if generator is None else generator.device
 
+# Both tables are cached per device: a GPU copy made from ordinary host memory at every batch would make the host wait
 @functools.lru_cache
-def _policy_table(policy:str):
-    "The policy as tensors: operation index, probability and magnitude bin of each (sub-policy, stage)."
+def _policy_table(policy:str, device:torch.device=torch.device('cpu')):
+    "The policy as tensors on `device`: operation index, probability and magnitude bin of each (sub-policy, stage)."
     if policy not in AUTOAUGMENT_POLICIES:
         raise ValueError(f'unknown AutoAugment policy {policy!r}; expected one of {", ".join(AUTOAUGMENT_POLICIES)}')
     subs = AUTOAUGMENT_POLICIES[policy]
-    ops = torch.tensor([[AUTOAUGMENT_OPS.index(op) for op, _, _ in sub] for sub in subs])
-    probs = torch.tensor([[p for _, p, _ in sub] for sub in subs], dtype=torch.float64)
-    bins = torch.tensor([[b or 0 for _, _, b in sub] for sub in subs])
+    ops = torch.tensor([[AUTOAUGMENT_OPS.index(op) for op, _, _ in sub] for sub in subs], device=device)
+    probs = torch.tensor([[p for _, p, _ in sub] for sub in subs], dtype=torch.float64, device=device)
+    bins = torch.tensor([[b or 0 for _, _, b in sub] for sub in subs], device=device)
     return ops, probs, bins
 
 @functools.lru_cache
-def _magnitude_table(height:int, width:int, num_bins:int=10):
-    "(operation × bin magnitudes, float64, 0 where an operation has none; which operations are signed)."
+def _magnitude_table(height:int, width:int, num_bins:int=10, device:torch.device=torch.device('cpu')):
+    "(operation × bin magnitudes, float64, 0 where an operation has none; which operations are signed), on `device`."
     table = torch.zeros(len(AUTOAUGMENT_OPS), num_bins, dtype=torch.float64)
     signed = torch.zeros(len(AUTOAUGMENT_OPS), dtype=torch.bool)
     for i, (values, sign) in enumerate(autoaugment_magnitudes(height, width, num_bins)[op] for op in AUTOAUGMENT_OPS):
         if values is not None: table[i] = values.double()
         signed[i] = sign
-    return table, signed
+    return table.to(device), signed.to(device)
 
 def sample_autoaugment(n:int,                                     # number of images
                        generator:Optional[torch.Generator]=None,  # draws on its device; None: torch's default, on the CPU
@@ -346,9 +351,9 @@ def sample_autoaugment(n:int,                                     # number of im
                       ) -> dict[str, torch.Tensor]:
     "Per-image AutoAugment draws, on the generator's device: `policy` sub-policy index (N), `apply` and `negate` coins (N×2)."
     g, dev = generator, _device_of(generator)
-    _, probs, _ = _policy_table(policy)
+    _, probs, _ = _policy_table(policy, dev)
     chosen = torch.randint(len(probs), (n,), generator=g, device=dev)
-    apply = torch.rand(n, 2, generator=g, device=dev, dtype=torch.float64) < probs.to(dev)[chosen]
+    apply = torch.rand(n, 2, generator=g, device=dev, dtype=torch.float64) < probs[chosen]
     negate = torch.rand(n, 2, generator=g, device=dev) < 0.5
     return dict(policy=chosen, apply=apply, negate=negate)
 
@@ -360,23 +365,32 @@ def autoaugment_stage(params:dict[str, torch.Tensor], # from `sample_autoaugment
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "Per image, on the params' device: operation index, signed magnitude (float64) and whether it is applied, for one stage."
     chosen = params['policy']
-    ops, _, bins = (t.to(chosen.device) for t in _policy_table(policy))
-    table, signed = (t.to(chosen.device) for t in _magnitude_table(height, width))
+    ops, _, bins = _policy_table(policy, chosen.device)
+    table, signed = _magnitude_table(height, width, 10, chosen.device)
     op = ops[chosen, stage]
     magnitude = table[op, bins[chosen, stage]]
     magnitude = torch.where(params['negate'][:, stage] & signed[op], -magnitude, magnitude)
     return op, magnitude, params['apply'][:, stage]
 
+def autoaugment_stages(params:dict[str, torch.Tensor], # from `sample_autoaugment`
+                       height:int, width:int,          # image size
+                       policy:str='cifar10',            # the policy the params were drawn for
+                      ) -> dict[str, torch.Tensor]:
+    "`autoaugment_stage` for both stages at once: `op`, `magnitude` and `applied`, each N×2 (column = stage)."
+    stages = [autoaugment_stage(params, s, height, width, policy) for s in range(2)]
+    return dict(zip(('op', 'magnitude', 'applied'), (torch.stack(v, 1) for v in zip(*stages))))
+
 def apply_autoaugment(images:torch.Tensor,            # N×C×H×W uint8
-                      params:dict[str, torch.Tensor], # from `sample_autoaugment`
+                      params:dict[str, torch.Tensor], # from `sample_autoaugment`, or already looked up by `autoaugment_stages`
                       policy:str='cifar10',            # the policy the params were drawn for
                      ) -> torch.Tensor:
     "Apply each image's AutoAugment sub-policy, batched by operation."
     n, dev = len(images), images.device
+    stages = params if 'op' in params else autoaugment_stages(params, *images.shape[-2:], policy)
     out = images
     for stage in range(2):
         # the groups are found on the CPU: with GPU parameters `nonzero` would wait for the GPU
-        op, magnitude, applied = (v.cpu() for v in autoaugment_stage(params, stage, *images.shape[-2:], policy))
+        op, magnitude, applied = (stages[k][:, stage].cpu() for k in ('op', 'magnitude', 'applied'))
         groups = [(None, applied & (op < len(GEOMETRIC_OPS)))]
         groups += [(name, applied & (op == AUTOAUGMENT_OPS.index(name))) for name in AUTOAUGMENT_OPS[len(GEOMETRIC_OPS):]]
         parts, rows = [out], torch.arange(n)     # rows[i]: where image i's result is, in cat(parts)
@@ -392,13 +406,12 @@ def apply_autoaugment(images:torch.Tensor,            # N×C×H×W uint8
 
 # %% ../nbs/03_augment.ipynb #ed1b7112
 def apply_autoaugment_masked(images:torch.Tensor,            # N×C×H×W uint8
-                             params:dict[str, torch.Tensor], # from `sample_autoaugment`, on the images' device
-                             policy:str='cifar10',            # the policy the params were drawn for
+                             stages:dict[str, torch.Tensor], # from `autoaugment_stages`, on the images' device
                             ) -> torch.Tensor:
     "`apply_autoaugment` with fixed shapes: every operation runs on the whole batch, each image keeps its own operation's result."
     out, geometric = images, len(GEOMETRIC_OPS)
     for stage in range(2):
-        op, magnitude, applied = autoaugment_stage(params, stage, *images.shape[-2:], policy)
+        op, magnitude, applied = (stages[k][:, stage] for k in ('op', 'magnitude', 'applied'))
         # images whose operation is not geometric get all-zero parameters here: the identity, then masked out anyway
         result = torch.where((applied & (op < geometric)).view(-1, 1, 1, 1), _geometric(out, op, magnitude), out)
         for name in AUTOAUGMENT_OPS[geometric:]:
@@ -469,11 +482,14 @@ class BatchAugment:
         uniform = lambda *shape: torch.rand(*shape, generator=g, device=dev, dtype=torch.float64) * 2 - 1   # in [-1, 1)
         if aug.rotation or aug.translate:
             params['angles'] = uniform(n) * aug.rotation
-            limit = torch.tensor([aug.translate * width, aug.translate * height], dtype=torch.float64, device=dev)
-            params['translations'] = (uniform(n, 2) * limit).round()
+            shift = uniform(n, 2)     # (a tensor made from a list would be a host-to-GPU copy that waits, at every batch)
+            params['translations'] = torch.stack([shift[:, 0] * (aug.translate * width), shift[:, 1] * (aug.translate * height)], 1).round()
         if aug.crop_padding: params['offsets'] = torch.randint(2 * aug.crop_padding + 1, (n, 2), generator=g, device=dev)
         if aug.hflip: params['flip'] = torch.rand(n, generator=g, device=dev) < 0.5
-        if aug.autoaugment: params['autoaugment'] = sample_autoaugment(n, g, aug.autoaugment)
+        if aug.autoaugment:
+            draws = sample_autoaugment(n, g, aug.autoaugment)
+            # fixed shapes: looked up in the policy's tables now, outside the compiled step
+            params['autoaugment'] = autoaugment_stages(draws, height, width, aug.autoaugment) if self.fixed_shapes else draws
         if aug.cutout_size:
             params['cutout'] = torch.stack([torch.randint(size, (n,), generator=g, device=dev) for size in (height, width)], 1)
         if aug.cutmix_alpha > 0: params.update(self._sample_cutmix(n, height, width, g))
@@ -502,7 +518,9 @@ class BatchAugment:
         if 'offsets' in params: x = batch_crop(x, aug.crop_padding, params['offsets'], self.fill)
         if 'flip' in params: x = batch_hflip(x, params['flip'])
         if 'autoaugment' in params:
-            x = (apply_autoaugment_masked if self.fixed_shapes else apply_autoaugment)(x, params['autoaugment'], aug.autoaugment)
+            a = params['autoaugment']
+            if not self.fixed_shapes: x = apply_autoaugment(x, a, aug.autoaugment)
+            else: x = apply_autoaugment_masked(x, a if 'op' in a else autoaugment_stages(a, *x.shape[-2:], aug.autoaugment))
         if 'cutout' in params: x = batch_cutout(x, params['cutout'], aug.cutout_size, self.fill)
         # scatter rather than F.one_hot, which reads the labels' range back to the host (a GPU sync) to check it
         targets = torch.zeros(len(labels), self.num_classes, device=labels.device).scatter_(1, labels.long()[:, None], 1.0)

@@ -506,8 +506,9 @@ def place_data(ds:Dataset, device:torch.device, budget:float=0.5) -> Dataset:
 # %% ../nbs/02_data.ipynb #80292708
 @functools.lru_cache(maxsize=64)
 def _affine(mean:tuple, std:tuple, device:torch.device, dtype:torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    scale = torch.tensor([1 / (255 * s) for s in std], dtype=dtype)[:, None, None].to(device)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=dtype)[:, None, None].to(device)
+    # made on the device itself: inside a compiled step a CPU constant would keep the graph from being a CUDA graph
+    scale = torch.tensor([1 / (255 * s) for s in std], dtype=dtype, device=device)[:, None, None]
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=dtype, device=device)[:, None, None]
     return scale, shift
 
 def normalize(images:torch.Tensor, mean:list[float], std:list[float], dtype=torch.float32) -> torch.Tensor:

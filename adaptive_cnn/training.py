@@ -52,12 +52,19 @@ def param_groups(model:nn.Module, weight_decay:float) -> list[dict]:
 def build_optimizer(model:nn.Module, t:TrainConfig) -> torch.optim.Optimizer:
     "AdamW or SGD (Nesterov) as `t` says, without weight decay on BatchNorm and biases."
     groups = param_groups(model, t.weight_decay)
-    fused = all(p.is_cuda for p in model.parameters())   # one kernel for the whole update instead of a few per tensor
+    # eager: one fused kernel for the whole update instead of a few per tensor. Compiled: the compiler fuses the update
+    # itself, and the fused kernels refuse gradients whose strides differ from their parameters' (compiled backward)
+    fused = not t.compile and all(p.is_cuda for p in model.parameters())
     # a compiled step reads the rate from a tensor that the schedule fills in place; a float would be baked into the
     # graph, and every change of it would compile the step again
     lr = torch.tensor(t.lr, device=next(model.parameters()).device) if t.compile else t.lr
     if t.optimizer == 'adamw': return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
-    return torch.optim.SGD(groups, lr=lr, momentum=t.momentum, nesterov=t.nesterov, fused=fused or None)
+    sgd = torch.optim.SGD(groups, lr=lr, momentum=t.momentum, nesterov=t.nesterov, fused=fused or None)
+    if t.compile and t.momentum:
+        # made now rather than inside the first compiled step, where they would live in the CUDA graphs' memory pool;
+        # zeros give the same first step (0·momentum + gradient)
+        for p in (p for g in sgd.param_groups for p in g['params']): sgd.state[p]['momentum_buffer'] = torch.zeros_like(p)
+    return sgd
 
 def current_lr(optimizer:torch.optim.Optimizer) -> float:
     "The learning rate of the first parameter group, as a number (it is a tensor when the step is compiled)."
@@ -383,19 +390,21 @@ def _train_step_body(self:Trainer, images:torch.Tensor, labels:torch.Tensor, par
     if t.channels_last: x = x.contiguous(memory_format=torch.channels_last)
     with autocast(self.device, t.precision): logits = self.forward(x)
     loss = self.loss_fn(logits.float(), targets)
-    self.optimizer.zero_grad(set_to_none=True)
-    self.scaler.scale(loss).backward()
+    # without fp16 the scaler does nothing; leaving it out keeps the compiler from breaking the graph at each of its calls
+    scaling = self.scaler.is_enabled()
+    (self.scaler.scale(loss) if scaling else loss).backward()
     if t.grad_clip is not None:
-        self.scaler.unscale_(self.optimizer)
+        if scaling: self.scaler.unscale_(self.optimizer)
         nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-    self.scaler.step(self.optimizer)
-    self.scaler.update()
+    if scaling: self.scaler.step(self.optimizer); self.scaler.update()
+    else: self.optimizer.step()
     return loss.detach(), (logits.argmax(1) == targets.argmax(1)).sum()
 
 def _train_step(self:Trainer, batch:ImageData, generator:torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     "Draw the augmentation, run the step body, advance the schedule. Returns (summed loss, correct predictions) as device tensors."
     if batch.images.device != self.device: batch = batch.to(self.device)   # data kept in pinned host memory
     params = self.augment.sample(len(batch), *batch.images.shape[-2:], generator)
+    self.optimizer.zero_grad(set_to_none=True)   # here rather than in the body: the compiler cannot trace it
     loss, correct = self.step_body(batch.images, batch.labels, params)
     (self.swa_scheduler or self.scheduler).step()
     self._bad_step = torch.where(torch.isfinite(loss) | (self._bad_step >= 0), self._bad_step, self.step)
@@ -543,7 +552,8 @@ def _restore(self:Trainer, state:dict):
         self.swa_model.load_state_dict(state['swa_model'])
         self.swa_scheduler.load_state_dict(state['swa_scheduler'])
     saved = state['optimizer']   # a GPU run may resume on a CPU or the reverse: the fused flag is this device's, and
-    for g, now in zip(saved['param_groups'], self.optimizer.param_groups): g['fused'] = now.get('fused')   # sets where 'step' goes
+    for g, now in zip(saved['param_groups'], self.optimizer.param_groups):   # sets where 'step' goes; so is AdamW's
+        g.update({k: now[k] for k in ('fused', 'capturable') if k in now})    # `capturable`, which a compiled GPU step turns on
     self.optimizer.load_state_dict(saved)
     if self.cfg.train.compile:               # the saved rate (a number, or a tensor on another device) back as this device's tensor
         for g in self.optimizer.param_groups: g['lr'] = torch.tensor(float(g['lr']), device=self.device)

@@ -10,7 +10,7 @@ import torch
 from adaptive_cnn.adapt import dataset_config, profile_dataset, save_image_folder, save_npz_dataset, suggest_config
 from adaptive_cnn.config import load_config
 from adaptive_cnn.data import ImageData, load_data, read_mnist_family
-from adaptive_cnn.training import Trainer
+from adaptive_cnn.training import Trainer, rule_precision
 from conftest import error_line
 
 
@@ -83,7 +83,9 @@ def test_train_auto_on_a_56px_png_folder_of_five_digits(mnist56, tmp_path, run_c
     assert saved.data.dataset == str(folder) and saved.data.image_size == [56, 56] and saved.train.epochs == 6
     assert saved.model.stem_pool and len(saved.model.widths) == 4        # 56 → 28 → 28 → 14 → 7 → 4
     assert saved.augment.rotation > 0 and not saved.augment.hflip and saved.augment.autoaugment is None
-    expected = load_config(suggest_config(profile_dataset(folder)), ['train.epochs=6', f'output.dir={json.dumps(str(run))}'])
+    assert saved.train.precision == rule_precision(torch.device('cpu'))[0]   # `auto`, resolved for this machine when the run started
+    expected = load_config(suggest_config(profile_dataset(folder)), ['train.epochs=6', f'output.dir={json.dumps(str(run))}',
+                                                                    f'train.precision={saved.train.precision}'])
     assert asdict(saved) == asdict(expected)
     results = json.loads((run/'results.json').read_text())
     assert results['test_samples'] == 300 and results['test_acc'] > 0.6      # chance: 0.2

@@ -36,12 +36,14 @@ def test_compiled_step_matches_the_eager_step(tmp_path):
     # inductor's own random numbers (dropout) differ from eager's; fallback_random makes them the same
     with torch._inductor.config.patch(fallback_random=True):
         for step in range(STEPS):
-            # the fixed-shape draws (boxes in every batch, shrunk to nothing when CutMix's coin says no) serve both
+            # the fixed-shape draws (AutoAugment's looked up in its tables, CutMix boxes in every batch, shrunk to nothing
+            # when the coin says no) serve both
             params = compiled.augment.sample(32, 32, 32, torch.Generator().manual_seed(step))
             mixed.append(bool(params['cutmix']['boxes'].any()))
             step_losses = []
             for t in (eager, compiled):
                 torch.manual_seed(step); t.model.train()
+                t.optimizer.zero_grad(set_to_none=True)
                 loss, correct = t.step_body(images, labels, params)
                 t.scheduler.step()
                 step_losses.append(loss.item())
