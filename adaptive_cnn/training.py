@@ -10,10 +10,10 @@ __all__ = ['PRECISION_STEPS', 'RUN_FILES', 'BN_REFRESH_STEPS', 'BN_REFRESH_IMAGE
            'check_precision', 'cpu_has_bf16', 'rule_precision', 'time_precision', 'choose_precision', 'predict_logits',
            'check_output_dir', 'optimizer_moments', 'run_bytes', 'check_free_space', 'prepare_output_dir', 'cpu_name',
            'environment_info', 'default_device', 'Trainer', 'epoch_generator', 'save_png', 'plot_history',
-           'is_out_of_memory', 'release_memory']
+           'summary_csv', 'is_out_of_memory', 'release_memory']
 
 # %% ../nbs/04_training.ipynb #392c9b5d
-import contextlib, copy, functools, gc, io, json, logging, math, os, platform, re, shutil, signal, statistics, subprocess, sys, threading, time
+import contextlib, copy, csv, functools, gc, io, json, logging, math, os, platform, re, shutil, signal, statistics, subprocess, sys, threading, time
 from dataclasses import asdict, replace
 from pathlib import Path
 import torch
@@ -208,7 +208,7 @@ def predict_logits(model:nn.Module, data:ImageData, mean:list[float], std:list[f
     return torch.cat(out)
 
 # %% ../nbs/04_training.ipynb #c93c1f01
-RUN_FILES = ('config.yaml', 'environment.json', 'train.log', 'metrics.jsonl', 'results.json', 'training_curves.png', 'budget.json',
+RUN_FILES = ('config.yaml', 'environment.json', 'train.log', 'metrics.jsonl', 'summary.csv', 'results.json', 'training_curves.png', 'budget.json',
              'checkpoints/last.pth', 'checkpoints/best_model.pth', 'checkpoints/swa_model.pth')
 
 def _beyond_first_epoch(out:Path) -> str|None:
@@ -594,9 +594,18 @@ def plot_history(history:list[dict], path:Path|None=None):
 
 PLOT_EVERY_S = 30   # the curves are redrawn at most this often: a figure takes 0.2–0.4 s, a quarter of a GPU epoch of MNIST
 
+def summary_csv(history:list[dict]) -> str:
+    "The per-epoch metrics as CSV, one row an epoch (timm's `summary.csv`): every number any epoch has, in order of appearance."
+    columns = list(dict.fromkeys(k for h in history for k, v in h.items() if isinstance(v, (int, float))))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, extrasaction='ignore', lineterminator='\n')
+    writer.writeheader(); writer.writerows(history)
+    return out.getvalue()
+
 def _record(self:Trainer, metrics:dict):
     self.history.append(metrics)
     with atomic_write(self.out/'metrics.jsonl', 'w') as f: f.writelines(json.dumps(h) + '\n' for h in self.history)
+    with atomic_write(self.out/'summary.csv', 'w') as f: f.write(summary_csv(self.history))   # for spreadsheets and pandas
     if metrics['epoch'] in (1, self.cfg.train.epochs) or time.perf_counter() - self._plotted_at >= PLOT_EVERY_S:
         plot_history(self.history, self.out/'training_curves.png')
         self._plotted_at = time.perf_counter()

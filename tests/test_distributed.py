@@ -95,7 +95,7 @@ def test_num_procs_run_writes_one_set_of_artefacts_covering_every_sample(tmp_pat
     proc = train(out, '--num-procs', 2, *sets('train.epochs=1', 'data.train_subset=4000'))
     assert proc.stdout.count('results in') == 1 and proc.stdout.count('epoch   1/1') == 1   # rank 0 reports, once
     assert sorted(p.name for p in out.iterdir()) == ['checkpoints', 'config.yaml', 'environment.json', 'metrics.jsonl',
-                                                    'results.json', 'train.log', 'training_curves.png']
+                                                    'results.json', 'summary.csv', 'train.log', 'training_curves.png']
     assert sorted(p.name for p in (out/'checkpoints').iterdir()) == ['best_model.pth', 'last.pth', 'swa_model.pth']
     (epoch,) = history(out)
     assert (epoch['train_samples'], epoch['val_samples']) == (4000, 5000)

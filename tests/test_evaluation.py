@@ -95,3 +95,30 @@ def test_evaluate_refuses_unsafe_and_missing_checkpoints(run_cli, tmp_path):
     code, out, err = run_cli('evaluate', 'mnist', tmp_path/'evil.pth')
     assert code == 2 and 'could run code' in error_line(err)
     assert not (tmp_path/'pwned').exists()
+
+
+def test_evaluate_a_run_folder_with_its_own_config(trained, run_cli, tmp_path):
+    run, _ = trained
+    code, out, err = run_cli('evaluate', run, '--output-dir', tmp_path/'short')                  # no CONFIG
+    assert code == 0, err
+    code, out, err = run_cli('evaluate', 'mnist', run/'checkpoints'/'best_model.pth', '--output-dir', tmp_path/'long')
+    assert code == 0, err
+    short, long = (json.loads((tmp_path/f/'evaluation'/'metrics.json').read_text()) for f in ('short', 'long'))
+    assert short['samples'] == long['samples'] == 10_000
+    assert short['accuracy'] == long['accuracy'] > 0.5 and short['confusion_matrix'] == long['confusion_matrix']
+
+
+def test_print_config_prints_the_resolved_yaml_and_does_nothing_else(trained, run_cli, tmp_path):
+    import yaml
+    from dataclasses import asdict
+    from adaptive_cnn.config import load_config
+    run, _ = trained
+    before = sorted(p.relative_to(run) for p in run.rglob('*'))
+    code, out, err = run_cli('evaluate', run, '--print-config', '--set', 'train.seed=7')
+    assert code == 0 and err == '', err
+    printed, saved = yaml.safe_load(out), asdict(load_config(run/'config.yaml'))
+    assert printed['model'] == saved['model'] and printed['data']['train_subset'] == saved['data']['train_subset'] == 3000
+    assert printed['train']['seed'] == 7                                                  # the overrides are applied
+    assert sorted(p.relative_to(run) for p in run.rglob('*')) == before                   # nothing evaluated or written
+    code, out, err = run_cli('train', 'mnist', '--print_config', '--set', 'train.epochs=3', '--output-dir', tmp_path/'never')
+    assert code == 0 and yaml.safe_load(out)['train']['epochs'] == 3 and not (tmp_path/'never').exists()

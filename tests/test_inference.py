@@ -172,3 +172,15 @@ def test_unexpected_channel_counts_and_depths(trained, tmp_path):
     for mode in ('LA', 'RGBA'):
         Image.fromarray(digit).convert(mode).save(tmp_path/f'{mode}.png')
         assert torch.equal(image_tensor(read_image(tmp_path/f'{mode}.png'), cfg.data)[0, 0], test.images[0, 0])
+
+
+def test_predict_takes_a_run_folder(trained, run_cli, tmp_path):
+    ckpt, cfg, test = trained
+    files = [photo(test.images[i, 0].numpy(), tmp_path/f'digit_{i}.jpg') for i in range(5)]
+    code, out, err = run_cli('predict', ckpt.parent.parent, *files, '--json')              # the run folder, no CONFIG
+    assert code == 0, err
+    code, long_out, err = run_cli('test', 'mnist', ckpt, *files, '--json')
+    assert code == 0, err
+    assert [json.loads(l) for l in out.splitlines()] == [json.loads(l) for l in long_out.splitlines()]
+    code, out, err = run_cli('predict', 'mnist', ckpt)                                      # a config, a checkpoint, no image
+    assert code == 2 and 'give the images to classify after the checkpoint' in error_line(err)

@@ -104,10 +104,11 @@ def test_cli_train_writes_every_artefact_then_evaluate_agrees(tmp_path, run_cli)
             '--set', 'data.val_size=256', '--set', 'train.batch_size=128']
     code, stdout, err = run_cli('train', *args)
     assert code == 0, err
-    for name in ('config.yaml', 'environment.json', 'train.log', 'metrics.jsonl', 'training_curves.png', 'results.json',
+    for name in ('config.yaml', 'environment.json', 'train.log', 'metrics.jsonl', 'summary.csv', 'training_curves.png', 'results.json',
                  'checkpoints/last.pth', 'checkpoints/best_model.pth', 'checkpoints/swa_model.pth'):
         assert (out/name).is_file() and (out/name).stat().st_size > 0, name
     assert len((out/'metrics.jsonl').read_text().splitlines()) == 2
+    assert len((out/'summary.csv').read_text().splitlines()) == 3             # a header and an epoch a row
     assert 'epoch   2/2' in (out/'train.log').read_text()
     env = json.loads((out/'environment.json').read_text())
     assert env['torch'] == torch.__version__ and env['python'] == '.'.join(map(str, sys.version_info[:3]))
@@ -188,3 +189,23 @@ def test_evaluate_without_a_test_split_uses_the_checkpoints_seed(tmp_path, run_c
     code, stdout, err = run_cli('evaluate', 'mnist', str(out/'checkpoints'/'best_model.pth'), '--set', 'model.stem_pool=false')
     assert code == 0, err
     assert f'test accuracy: {results["test_acc"]:.4f} (' in stdout and 'of 40)' in stdout   # the split the run held out
+
+
+def test_runs_compares_two_real_runs(mnist_one_epoch, tmp_path, run_cli):
+    first = mnist_one_epoch[0]
+    code, _, err = run_cli('train', 'mnist', '--output-dir', tmp_path/'second', '--no-progress', '--set', 'train.epochs=1',
+                           '--set', 'data.train_subset=3000', '--set', 'data.val_size=500', '--set', 'train.batch_size=128')
+    assert code == 0, err
+    code, out, err = run_cli('runs', first, tmp_path)                    # a run folder, and a folder holding one
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert header.split() == ['run', 'epochs', 'best_val_acc', 'last_val_acc', 'test_acc', 'best_model', 'wall_s', 'train.batch_size']
+    assert [r.split()[0] for r in rows] == [str(first), str(tmp_path/'second')] and rows[1].split()[-1] == '128'
+    code, out, err = run_cli('runs', '--json', first, tmp_path/'second')
+    records = [json.loads(l) for l in out.splitlines()]
+    assert [r['differs'] for r in records] == [['train.batch_size']] * 2
+    assert records[1]['test_acc'] == json.loads((tmp_path/'second'/'results.json').read_text())['test_acc']
+    assert records[1]['epochs'] == '1/1' and records[1]['best_val_acc'] == json.loads(
+        (tmp_path/'second'/'metrics.jsonl').read_text().splitlines()[0])['val_acc']
+    code, out, err = run_cli('runs', tmp_path/'nowhere')
+    assert code == 2 and 'nowhere: no such folder' in error_line(err)
