@@ -24,6 +24,9 @@ requirements = cfg.get('requirements', '').split()
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
+# optional features, each its own extra; the development install has them all
+extras = {name: (cfg.get(f'{name}_requirements') or '').split() for name in ('interpret', 'export')}
+extras['dev'] = dev_requirements + [r for reqs in extras.values() for r in reqs]
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -40,7 +43,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={cfg['lib_path'] + '.configs': ['*.yaml']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require=extras,
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import adaptive_cnn
 from .config import (AdaptiveCNNError, UsageError, check_writable, config_from_dict, config_yaml, format_duration,
-                                 load_config, parse_duration, save_config)
+                                 load_config, parse_duration, require, save_config)
 from .models import AdaptiveCNN, model_summary
 from .data import load_data
 from .adapt import auto_config, dataset_source, load_whole, profile_data, suggest_config
@@ -361,7 +361,9 @@ def test_command(args) -> int:
     from adaptive_cnn.inference import Predictor, expand_paths, classify_files, records_csv, gradcam_overlay, save_image, read_image
     cfg = config_from_args(args)
     if args.topk < 1: raise UsageError(f'--topk {args.topk}: give a number of at least 1')
-    if args.gradcam: check_writable(Path(args.gradcam).parent, 'its folder', '--gradcam', target=args.gradcam)
+    if args.gradcam:                      # both checked before any image is classified
+        require('pytorch_grad_cam', 'interpret')
+        check_writable(Path(args.gradcam).parent, 'its folder', '--gradcam', target=args.gradcam)
     predictor = Predictor(cfg, args.checkpoint)
     paths = expand_paths(args.images)
     if not paths: raise UsageError(f'{", ".join(args.images)}: no files to classify')

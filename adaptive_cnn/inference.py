@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
-from .config import AdaptiveCNNError, Config, UsageError, atomic_write, check_writable
+from .config import AdaptiveCNNError, Config, UsageError, atomic_write, check_writable, require
 from .data import ImageData, image_tensor, normalize
 from .training import load_checkpoint, default_device
 from .evaluation import model_for_checkpoint, predict_probs
@@ -132,7 +132,7 @@ EXPORT_FORMATS = ('onnx', 'torchscript')
 def run_exported(path:Path, fmt:str, x:torch.Tensor) -> torch.Tensor:
     "Logits of the exported model at `path` for normalised images `x`, run outside PyTorch's eager mode."
     if fmt == 'onnx':
-        import onnxruntime as ort
+        ort = require('onnxruntime', 'export')
         session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
         return torch.from_numpy(session.run(None, {'images': x.numpy()})[0])
     import warnings
@@ -145,6 +145,8 @@ def export_model(model:torch.nn.Module, example:torch.Tensor, fmt:str, out:str|P
     "Export `model` (for inputs shaped like `example`) to `out` as `fmt`; checked on `check` images; the max |Δlogit|."
     import contextlib, os, warnings
     if fmt not in EXPORT_FORMATS: raise UsageError(f'--format {fmt}: choose one of {", ".join(EXPORT_FORMATS)}')
+    if fmt == 'onnx':                     # torch.onnx.export writes with onnx and onnxscript; the check runs on onnxruntime
+        for module in ('onnx', 'onnxscript', 'onnxruntime'): require(module, 'export')
     out = Path(out)
     check_writable(out.parent, 'its folder', '--out', target=out)
     made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]    # deepest first

@@ -11,15 +11,13 @@ import copy, math
 import numpy as np
 import torch
 from torch import nn
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM, EigenCAM, LayerCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from pytorch_grad_cam.utils.image import show_cam_on_image
-from .config import UsageError
+from .config import UsageError, require
 from .models import AdaptiveCNN
 
 # %% ../nbs/07_interpret.ipynb #16f04c34
-CAM_METHODS = {'gradcam': GradCAM, 'gradcam++': GradCAMPlusPlus, 'scorecam': ScoreCAM, 'eigencam': EigenCAM,
-               'layercam': LayerCAM}
+# method name → pytorch-grad-cam class (imported when a map is made: the package is the `interpret` extra)
+CAM_METHODS = {'gradcam': 'GradCAM', 'gradcam++': 'GradCAMPlusPlus', 'scorecam': 'ScoreCAM', 'eigencam': 'EigenCAM',
+               'layercam': 'LayerCAM'}
 
 def block_names(model:AdaptiveCNN) -> list[str]:
     "Names of the residual blocks, in order (`stages.S.B`)."
@@ -58,8 +56,10 @@ def class_activation_maps(model:AdaptiveCNN,      # a trained network (it is cop
     x = x.float().to(next(net.parameters()).device)
     if classes is None: classes = predicted_classes(net, x)
     elif isinstance(classes, int): classes = [classes] * len(x)
-    with CAM_METHODS[method](model=net, target_layers=[find_layer(net, layer)]) as cam:
-        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in classes])
+    grad_cam = require('pytorch_grad_cam', 'interpret')
+    target = require('pytorch_grad_cam.utils.model_targets', 'interpret').ClassifierOutputTarget
+    with getattr(grad_cam, CAM_METHODS[method])(model=net, target_layers=[find_layer(net, layer)]) as cam:
+        maps = cam(input_tensor=x, targets=[target(c) for c in classes])
     return maps, list(classes)
 
 # %% ../nbs/07_interpret.ipynb #032d41b1
@@ -75,7 +75,8 @@ def denormalize(x:torch.Tensor, mean:list[float], std:list[float]) -> torch.Tens
 
 def overlay(image:np.ndarray, cam:np.ndarray, weight:float=0.5) -> np.ndarray:
     "H×W×3 image in [0, 1] with `cam` (H×W in [0, 1]) blended in: uint8 H×W×3."
-    return show_cam_on_image(image.astype(np.float32), cam.astype(np.float32), use_rgb=True, image_weight=weight)
+    show = require('pytorch_grad_cam.utils.image', 'interpret').show_cam_on_image
+    return show(image.astype(np.float32), cam.astype(np.float32), use_rgb=True, image_weight=weight)
 
 def plot_cam_gallery(images:torch.Tensor, maps:np.ndarray, titles:list[str], cols:int=8, size:float=1.5):
     "Rows of image / overlay pairs for uint8 `images` and their `maps`."

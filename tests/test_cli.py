@@ -1,9 +1,11 @@
 """End-to-end tests of the `adaptive-cnn` command line and of config resolution."""
-import re, subprocess, sys
+import os, re, subprocess, sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import adaptive_cnn
 from adaptive_cnn.cli import build_parser, config_from_args
@@ -167,3 +169,35 @@ def test_cli_import_is_light():
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == '[]'
+
+
+# --- extras: a plain install trains; a feature whose extra is missing says how to install it ------------------------
+
+WITHOUT_EXTRAS = ('import sys\n'
+                  'for name in ("pytorch_grad_cam", "cv2", "onnx", "onnxscript", "onnxruntime"): sys.modules[name] = None\n'
+                  'from adaptive_cnn.cli import main\n'
+                  'raise SystemExit(main(sys.argv[1:]))\n')
+
+
+def without_extras(*args, **kwargs) -> subprocess.CompletedProcess:
+    "`adaptive-cnn *args` in a fresh interpreter where grad-cam, OpenCV and the ONNX packages cannot be imported."
+    return subprocess.run([sys.executable, '-c', WITHOUT_EXTRAS, *map(str, args)], capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def test_a_plain_install_trains_evaluates_and_names_the_missing_extras(tmp_path):
+    if not os.environ.get('ADAPTIVE_CNN_DATA'): pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
+    run = tmp_path/'run'
+    proc = without_extras('train', 'mnist', '--output-dir', run, '--no-progress', '--set', 'train.epochs=1',
+                          '--set', 'data.train_subset=1000', '--set', 'data.val_size=200')
+    assert proc.returncode == 0, proc.stderr
+    proc = without_extras('evaluate', run, '--output-dir', tmp_path)
+    assert proc.returncode == 0 and (tmp_path/'evaluation'/'metrics.json').is_file(), proc.stderr
+    digit = tmp_path/'digit.png'
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(digit)
+    proc = without_extras('predict', run, digit, '--gradcam', tmp_path/'cam.png')
+    assert proc.returncode == 2 and proc.stdout == '' and not (tmp_path/'cam.png').exists()
+    assert error_line(proc.stderr) == ("adaptive-cnn: error: Grad-CAM and the other class activation maps: the pytorch_grad_cam package is not installed; "
+                                       "install the extra: pip install 'adaptive_cnn[interpret]'")
+    proc = without_extras('export', run, '--format', 'onnx', '--out', tmp_path/'m.onnx')
+    assert proc.returncode == 2 and "the ONNX export: the onnx package is not installed" in error_line(proc.stderr)
+    assert "pip install 'adaptive_cnn[export]'" in proc.stderr and not (tmp_path/'m.onnx').exists()
