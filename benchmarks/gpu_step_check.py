@@ -14,7 +14,7 @@ script is a dry run of itself (`default` mode, a small network with --small).
     python benchmarks/gpu_step_check.py --config cifar10 --json out.json          # on the GPU machine
     python benchmarks/gpu_step_check.py --config cifar10 --device cpu --small --check-steps 3 --steps 3 --warmup 2
 """
-import argparse, collections, json, sys, tempfile, time, warnings
+import argparse, collections, json, sys, tempfile, time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import torch._dynamo
 import torch._inductor.config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profile_step import sync_check
 from train_throughput import device_name, epoch_batches, git_commit, synchronize, synthetic_dataset
 from adaptive_cnn.config import load_config
 from adaptive_cnn.training import Trainer
@@ -92,24 +93,14 @@ def timed_steps(trainer:Trainer, warmup:int, steps:int, sync_steps:int=3) -> dic
     for _ in range(warmup): step()
     synchronize(device)
     warm = time.perf_counter() - start
-    syncs = collections.Counter()
-    if device.type == 'cuda':
-        torch.cuda.set_sync_debug_mode('warn')
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter('always')
-                for _ in range(sync_steps): step()
-        finally: torch.cuda.set_sync_debug_mode(0)
-        for w in caught:
-            if 'synchroniz' in str(w.message): syncs[f'{Path(w.filename).name}:{w.lineno}'] += 1
+    syncs = sync_check(step, sync_steps) if device.type == 'cuda' else dict(syncs_per_step=0.0, locations=[])
     synchronize(device)
     start = time.perf_counter()
     for _ in range(steps): step()
     synchronize(device)
     seconds = time.perf_counter() - start
     return dict(images_per_s=steps * n / seconds, ms_per_step=1e3 * seconds / steps, warmup_s=warm,
-                precision=trainer.cfg.train.precision, host_syncs_per_step=sum(syncs.values()) / max(1, sync_steps),
-                sync_locations=dict(syncs.most_common(8)))
+                precision=trainer.cfg.train.precision, host_syncs_per_step=syncs['syncs_per_step'], sync_locations=syncs['locations'][:8])
 
 
 def compiler_counters() -> dict:
