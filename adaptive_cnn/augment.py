@@ -380,13 +380,17 @@ def autoaugment_stages(params:dict[str, torch.Tensor], # from `sample_autoaugmen
     stages = [autoaugment_stage(params, s, height, width, policy) for s in range(2)]
     return dict(zip(('op', 'magnitude', 'applied'), (torch.stack(v, 1) for v in zip(*stages))))
 
+def _looked_up(params:dict, images:torch.Tensor, policy:str) -> dict:
+    "`params` as `autoaugment_stages` gives them: drawn ones are looked up, already looked-up ones pass through."
+    return params if 'op' in params else autoaugment_stages(params, *images.shape[-2:], policy)
+
 def apply_autoaugment(images:torch.Tensor,            # N×C×H×W uint8
                       params:dict[str, torch.Tensor], # from `sample_autoaugment`, or already looked up by `autoaugment_stages`
                       policy:str='cifar10',            # the policy the params were drawn for
                      ) -> torch.Tensor:
     "Apply each image's AutoAugment sub-policy, batched by operation."
     n, dev = len(images), images.device
-    stages = params if 'op' in params else autoaugment_stages(params, *images.shape[-2:], policy)
+    stages = _looked_up(params, images, policy)
     out = images
     for stage in range(2):
         # the groups are found on the CPU: with GPU parameters `nonzero` would wait for the GPU
@@ -406,10 +410,11 @@ def apply_autoaugment(images:torch.Tensor,            # N×C×H×W uint8
 
 # %% ../nbs/03_augment.ipynb #ed1b7112
 def apply_autoaugment_masked(images:torch.Tensor,            # N×C×H×W uint8
-                             stages:dict[str, torch.Tensor], # from `autoaugment_stages`, on the images' device
+                             params:dict[str, torch.Tensor], # on the images' device: from `autoaugment_stages` (or `sample_autoaugment`)
+                             policy:str='cifar10',            # the policy the params were drawn for
                             ) -> torch.Tensor:
     "`apply_autoaugment` with fixed shapes: every operation runs on the whole batch, each image keeps its own operation's result."
-    out, geometric = images, len(GEOMETRIC_OPS)
+    out, geometric, stages = images, len(GEOMETRIC_OPS), _looked_up(params, images, policy)
     for stage in range(2):
         op, magnitude, applied = (stages[k][:, stage] for k in ('op', 'magnitude', 'applied'))
         # images whose operation is not geometric get all-zero parameters here: the identity, then masked out anyway
@@ -518,9 +523,7 @@ class BatchAugment:
         if 'offsets' in params: x = batch_crop(x, aug.crop_padding, params['offsets'], self.fill)
         if 'flip' in params: x = batch_hflip(x, params['flip'])
         if 'autoaugment' in params:
-            a = params['autoaugment']
-            if not self.fixed_shapes: x = apply_autoaugment(x, a, aug.autoaugment)
-            else: x = apply_autoaugment_masked(x, a if 'op' in a else autoaugment_stages(a, *x.shape[-2:], aug.autoaugment))
+            x = (apply_autoaugment_masked if self.fixed_shapes else apply_autoaugment)(x, params['autoaugment'], aug.autoaugment)
         if 'cutout' in params: x = batch_cutout(x, params['cutout'], aug.cutout_size, self.fill)
         # scatter rather than F.one_hot, which reads the labels' range back to the host (a GPU sync) to check it
         targets = torch.zeros(len(labels), self.num_classes, device=labels.device).scatter_(1, labels.long()[:, None], 1.0)

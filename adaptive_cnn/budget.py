@@ -18,7 +18,7 @@ from .config import AdaptiveCNNError, Config, UsageError, atomic_write, format_d
 from .models import AdaptiveCNN, count_parameters
 from .data import Dataset, epoch_order, iterate_batches, load_data
 from .adapt import (DatasetProfile, adamw_lr, base_width, load_whole, profile_data, rule_batch_size, sgd_lr, suggest_config)
-from .training import (BN_REFRESH_IMAGES, BN_REFRESH_STEPS, PLOT_EVERY_S, Trainer, epoch_generator, save_checkpoint,
+from .training import (BN_REFRESH_IMAGES, BN_REFRESH_STEPS, PLOT_EVERY_S, Trainer, save_checkpoint,
                        swa_first_epoch)
 
 # %% ../nbs/09b_budget.ipynb #394ddcbc
@@ -68,7 +68,7 @@ def measure_costs(cfg:Config,             # the run's config (its network, batch
             t = trainer.cfg.train
             order = epoch_order(len(trainer.data.train), t.seed, 0)
             batches = iterate_batches(trainer.data.train, t.batch_size, order.repeat(1000 // max(1, len(order) // t.batch_size) + 2))
-            generator = epoch_generator(t.seed, 0)
+            generator = trainer.augment_generator(0)
             trainer.model.train()
             sync = lambda: torch.cuda.synchronize(trainer.device) if trainer.device.type == 'cuda' else None
             step = lambda: (trainer.train_step(next(batches), generator), sync())

@@ -143,9 +143,8 @@ def checkpoint_config(checkpoint:Path, overrides:list[str]):
 def config_from_args(args:argparse.Namespace):
     "The resolved config for parsed command-line `args`."
     overrides = overrides_from_args(args)
-    if hasattr(args, 'first'):                        # evaluate, test, export: the config may come from the checkpoint
-        if not hasattr(args, 'checkpoint'): resolve_checkpoint_args(args)
-        if args.config is None: return checkpoint_config(args.checkpoint, overrides)
+    if getattr(args, 'checkpoint', None) is not None and args.config is None:   # a checkpoint alone: its own config
+        return checkpoint_config(args.checkpoint, overrides)
     dataset = getattr(args, 'dataset', None)
     if dataset is not None: overrides.insert(0, f'data.dataset={json.dumps(dataset_source(dataset))}')
     if args.config != 'auto': return load_config(args.config, overrides)
@@ -454,6 +453,7 @@ def main(argv:list[str]|None=None) -> int:
     rank = int(os.environ['RANK']) if launched_by_torchrun() else 0
     who = f'[rank {rank}] ' if rank else ''
     try:
+        if hasattr(args, 'first'): resolve_checkpoint_args(args)   # evaluate, test, export: `[CONFIG] CHECKPOINT`
         if getattr(args, 'print_config', False) and args.command != 'profile': return print_config(args)
         return COMMANDS[args.command](args)
     except TrainingInterrupted as e:                      # not an error: the run is saved and says how to go on

@@ -311,7 +311,7 @@ class Trainer:
         self.model = AdaptiveCNN.from_config(self.cfg)
         if self.cfg.distributed.sync_bn and self.dist.distributed: self.model = convert_sync_batchnorm(self.model, self.device)
         self.model = self.model.to(self.device, memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
-        self.precision_note = 'set in the config'
+        self.precision_note = None                             # why `auto` became what it did (None: the config said)
         if t.precision == 'auto':
             precision, self.precision_note = self._choose_precision()
             self.cfg = replace(self.cfg, train=replace(t, precision=precision)); t = self.cfg.train
@@ -336,7 +336,7 @@ class Trainer:
         self.dist.on_main(lambda: check_free_space(self.out, run_bytes(self.model, t)))
         self.dist.on_main(lambda: prepare_output_dir(self.out, resuming))   # the first change to the output folder
         self.log = self._make_logger()
-        if self.precision_note != 'set in the config': self.log.info(f'precision auto: {t.precision} ({self.precision_note})')
+        if self.precision_note: self.log.info(f'precision auto: {t.precision} ({self.precision_note})')
         if resuming: self._restore(saved)
         else:
             if resume: self.log.info(f'{self.out}: no checkpoint to resume from (checkpoints/last.pth); starting from the beginning')
@@ -350,6 +350,10 @@ class Trainer:
         # a compiled step keeps one shape: the last partial batch is left out (another shape would compile again)
         if t.compile and n > t.batch_size: return n - n % t.batch_size
         return n - 1 if n % t.batch_size == 1 and n > 1 else n
+
+    def augment_generator(self, epoch:int) -> torch.Generator:
+        "The augmentation generator of this process in `epoch`: on the device when the step is compiled (no host-to-GPU copies), else on the CPU."
+        return epoch_generator(self.cfg.train.seed, epoch, self.dist.rank, self.device if self.cfg.train.compile else 'cpu')
 
     def _choose_precision(self) -> tuple[str, str]:
         "`choose_precision` on a batch of the run's shape; (precision, why). Every process runs the one chosen on their summed timings."
@@ -374,7 +378,7 @@ class Trainer:
     def _write_run_files(self):
         save_config(self.cfg, self.out/'config.yaml')
         info = environment_info(self.device, self.dist.world_size, self.dist.backend)
-        info.update(precision=self.cfg.train.precision, precision_choice=self.precision_note)
+        info.update(precision=self.cfg.train.precision, precision_choice=self.precision_note or 'set in the config')
         with atomic_write(self.out/'environment.json', 'w') as f: json.dump(info, f, indent=1)
 
     def close(self):
@@ -432,7 +436,7 @@ def _train_epoch(self:Trainer) -> dict:
     self.model.train()
     order = epoch_order(len(self.data.train), seed, self.epoch)
     order = shard_indices(order, rank, self.dist.world_size)[:self.images_per_epoch()]
-    generator = epoch_generator(seed, self.epoch, rank, self.device if t.compile else 'cpu')
+    generator = self.augment_generator(self.epoch)
     torch.manual_seed(seed * 1_000_003 + self.epoch + 11 + 100_003 * rank)
     loss_sum = torch.zeros((), device=self.device); correct = torch.zeros((), device=self.device, dtype=torch.long)
     self._bad_step = torch.tensor(-1, device=self.device)

@@ -35,6 +35,7 @@
 # A failing or timed-out step is recorded and the next one runs; the exit status is 1 if any step failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/device_common.sh
 
 DRY_RUN=${DRY_RUN:-0}
 for arg in "$@"; do
@@ -288,15 +289,7 @@ summary 2>&1 | tee -a "$REPORT"
 summary_rc=${PIPESTATUS[0]}
 set -e
 [ "$summary_rc" = 0 ] || log "summary failed (exit $summary_rc); the step outputs above are complete"
-# every file in $OUT under 1 MB: the report keeps its head and tail, anything else that large is dropped
-for f in "$OUT"/*; do
-  size=$(stat -c %s "$f")
-  [ "$size" -lt 1000000 ] && continue
-  if [ "$f" = "$REPORT" ]; then
-    { head -c 300000 "$f"; printf '\n\n[... %s bytes cut to keep the file under 1 MB ...]\n\n' "$size"; tail -c 600000 "$f"; } > "$WORK/report.cut"
-    cp "$WORK/report.cut" "$REPORT"
-  else rm -f "$f"; log "removed $(basename "$f"): $size bytes, over 1 MB"; fi
-done
+keep_outputs_small "$OUT" "$REPORT" "$WORK"
 log "files in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
 log "total $(( $(date +%s) - T0 )) s of the ${BUDGET_S} s budget"
 

@@ -43,6 +43,7 @@
 # is still brought back), 2 on a usage mistake, 3 when the data is missing or corrupt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/device_common.sh
 
 DRY_RUN=${DRY_RUN:-0}
 CHECK_PARTS=0
@@ -58,24 +59,13 @@ done
 T0=$(date +%s)
 DATA=${DATA:-./data/gathered}
 mkdir -p "$DATA"; DATA=$(cd "$DATA" && pwd)
-declare -A SHA=(
-  [data_batch_1.bin]=cee916563c9f80d84e3cc88e17fdc0941787f1244f00a67874d45b261883ada5
-  [data_batch_2.bin]=a591ca11fa1708a91ee40f54b3da4784ccd871ecf2137de63f51ada8b3fa57ed
-  [data_batch_3.bin]=bbe8596564c0f86427f876058170b84dac6670ddf06d79402899d93ceea26f67
-  [data_batch_4.bin]=014e562d6e23c72197cc727519169a60359f5eccd8945ad5a09d710285ff4e48
-  [data_batch_5.bin]=755304fc0b379caeae8c14f0dac912fbc7d6cd469eb67a1029a08a39453a9add
-  [test_batch.bin]=8e2eb146ae340b09e24670f29cabc6326dba54da8789dab6768acf480273f65b
-  [batches.meta.txt]=558e74b5e208382e186da55784b4bac2cd52e558448e1b5800990fdb28ed8033
-)
-FILES=(data_batch_1.bin data_batch_2.bin data_batch_3.bin data_batch_4.bin data_batch_5.bin test_batch.bin batches.meta.txt)
-part_of() { case $1 in data_batch_[12].bin) echo data/cifar10_part1 ;; data_batch_[34].bin) echo data/cifar10_part2 ;; *) echo data/cifar10_part3 ;; esac; }
 
 if [ "$CHECK_PARTS" = 1 ]; then
   # cheap report for the first two calls: which parts this machine holds now, and whether they are intact
-  for f in "${FILES[@]}"; do
-    p=$(part_of "$f")
+  for f in "${CIFAR10_FILES[@]}"; do
+    p=$(cifar10_part_of "$f")
     if [ -f "$p/$f" ]; then
-      [ "$(sha256sum "$p/$f" | cut -d' ' -f1)" = "${SHA[$f]}" ] && echo "$p/$f: ok" || echo "$p/$f: SHA256 MISMATCH"
+      [ "$(sha256sum "$p/$f" | cut -d' ' -f1)" = "${CIFAR10_SHA256[$f]}" ] && echo "$p/$f: ok" || echo "$p/$f: SHA256 MISMATCH"
     else echo "$p/$f: not here"; fi
   done
   echo "host $(hostname), $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi'), t=$(( $(date +%s) - T0 ))s"
@@ -155,8 +145,8 @@ gather_start=$(date +%s.%N)
 DEST=$DATA/cifar-10-batches-bin
 mkdir -p "$DEST"
 missing=(); kept=()
-for f in "${FILES[@]}"; do
-  p=$(part_of "$f")
+for f in "${CIFAR10_FILES[@]}"; do
+  p=$(cifar10_part_of "$f")
   if [ -f "$p/$f" ]; then
     if ! [ "$p/$f" -ef "$DEST/$f" ]; then rm -f "$DEST/$f"; ln "$p/$f" "$DEST/$f" 2>/dev/null || cp "$p/$f" "$DEST/$f"; fi
   elif [ -f "$DEST/$f" ]; then kept+=("$f")
@@ -170,14 +160,14 @@ fi
 bad=()
 while read -r sum path; do
   f=$(basename "$path")
-  [ "$sum" = "${SHA[$f]}" ] || bad+=("$f (from $(part_of "$f")): sha256 $sum, expected ${SHA[$f]}")
-done < <(cd "$DEST" && sha256sum "${FILES[@]}")
+  [ "$sum" = "${CIFAR10_SHA256[$f]}" ] || bad+=("$f (from $(cifar10_part_of "$f")): sha256 $sum, expected ${CIFAR10_SHA256[$f]}")
+done < <(cd "$DEST" && sha256sum "${CIFAR10_FILES[@]}")
 if [ ${#bad[@]} -gt 0 ]; then
   log "gpu_cifar10.sh: CIFAR-10 sha256 mismatch in $DEST: ${bad[*]}"
   record data failed 3 0 0; exit 3
 fi
 gather_s=$(awk -v a="$gather_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-log "data: ${#FILES[@]} files in $DEST, every sha256 as expected ($(du -shL "$DEST" | cut -f1), ${gather_s}s)"
+log "data: ${#CIFAR10_FILES[@]} files in $DEST, every sha256 as expected ($(du -shL "$DEST" | cut -f1), ${gather_s}s)"
 record data ok 0 "$gather_s" 0
 
 # --- 2. environment: the GPU, the commit, torch (and, on the GPU, stop early if CUDA is not usable) -----------------
@@ -321,15 +311,8 @@ summary_rc=${PIPESTATUS[0]}
 set -e
 [ "$summary_rc" = 0 ] || log "summary failed (exit $summary_rc); the step outputs above are complete"
 
-# every file in $OUT under 1 MB (the report keeps its head and tail), and at most 8 files (what the device call returns)
-for f in "$OUT"/*; do
-  size=$(stat -c %s "$f")
-  [ "$size" -lt 1000000 ] && continue
-  if [ "$f" = "$REPORT" ]; then
-    { head -c 300000 "$f"; printf '\n\n[... %s bytes cut to keep the file under 1 MB ...]\n\n' "$size"; tail -c 600000 "$f"; } > "$WORK/report.cut"
-    cp "$WORK/report.cut" "$REPORT"
-  else rm -f "$f"; log "removed $(basename "$f"): $size bytes, over 1 MB"; fi
-done
+# every file in $OUT under 1 MB, and at most 8 files (what the device call returns)
+keep_outputs_small "$OUT" "$REPORT" "$WORK"
 n=$(ls -A "$OUT" | wc -l)
 [ "$n" -le 8 ] || log "WARNING: $n files in $OUT; the device call brings back only 8"
 log "files in $OUT: $(cd "$OUT" && ls -l | awk 'NR > 1 { printf "%s (%d B) ", $NF, $5 }')"

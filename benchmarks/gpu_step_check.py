@@ -87,8 +87,7 @@ def timed_steps(trainer:Trainer, warmup:int, steps:int, sync_steps:int=3) -> dic
     "Images/s of `train_step` on the config's batches after `warmup` steps; host syncs counted over `sync_steps` more."
     batches, device, n = epoch_batches(trainer), trainer.device, trainer.cfg.train.batch_size
     trainer.model.train(); trainer._bad_step = torch.tensor(-1, device=device)
-    generator = torch.Generator(device if trainer.cfg.train.compile else 'cpu').manual_seed(0)
-    def step(): trainer.train_step(next(batches)[0], generator)
+    def step(): trainer.train_step(*next(batches))   # the batch and the generator train_epoch would use
     start = time.perf_counter()
     for _ in range(warmup): step()
     synchronize(device)

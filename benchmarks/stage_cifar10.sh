@@ -16,18 +16,9 @@ case ${1:-} in
   *) echo "stage_cifar10.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
+source benchmarks/device_common.sh
 SRC=${ADAPTIVE_CNN_DATA:-../shared/data}/cifar-10-batches-bin
 LIMIT=$(( 64 * 1024 * 1024 ))
-declare -A SHA=(
-  [data_batch_1.bin]=cee916563c9f80d84e3cc88e17fdc0941787f1244f00a67874d45b261883ada5
-  [data_batch_2.bin]=a591ca11fa1708a91ee40f54b3da4784ccd871ecf2137de63f51ada8b3fa57ed
-  [data_batch_3.bin]=bbe8596564c0f86427f876058170b84dac6670ddf06d79402899d93ceea26f67
-  [data_batch_4.bin]=014e562d6e23c72197cc727519169a60359f5eccd8945ad5a09d710285ff4e48
-  [data_batch_5.bin]=755304fc0b379caeae8c14f0dac912fbc7d6cd469eb67a1029a08a39453a9add
-  [test_batch.bin]=8e2eb146ae340b09e24670f29cabc6326dba54da8789dab6768acf480273f65b
-  [batches.meta.txt]=558e74b5e208382e186da55784b4bac2cd52e558448e1b5800990fdb28ed8033
-)
-PARTS=("data_batch_1.bin data_batch_2.bin" "data_batch_3.bin data_batch_4.bin" "data_batch_5.bin test_batch.bin batches.meta.txt")
 
 [ -d "$SRC" ] || { echo "stage_cifar10.sh: $SRC not found (set ADAPTIVE_CNN_DATA to the folder holding cifar-10-batches-bin)" >&2; exit 1; }
 git check-ignore -q data/cifar10_part1 || { echo "stage_cifar10.sh: data/ is not git-ignored here; the parts would travel with every call" >&2; exit 1; }
@@ -38,15 +29,15 @@ status=0
 for i in 1 2 3; do
   dir=data/cifar10_part$i
   mkdir -p "$dir"
-  for f in ${PARTS[$((i - 1))]}; do
+  for f in ${CIFAR10_PARTS[$((i - 1))]}; do
     [ -f "$SRC/$f" ] || { echo "stage_cifar10.sh: $SRC/$f missing" >&2; exit 1; }
     if [ -f "$dir/$f" ] && cmp -s "$SRC/$f" "$dir/$f"; then :; else
       rm -f "$dir/$f"; cp "$SRC/$f" "$dir/$f"; chmod u+w "$dir/$f"
     fi
     got=$(sha256sum "$dir/$f" | cut -d' ' -f1)
-    [ "$got" = "${SHA[$f]}" ] || { echo "stage_cifar10.sh: sha256 mismatch for $dir/$f: $got, expected ${SHA[$f]}" >&2; status=1; }
+    [ "$got" = "${CIFAR10_SHA256[$f]}" ] || { echo "stage_cifar10.sh: sha256 mismatch for $dir/$f: $got, expected ${CIFAR10_SHA256[$f]}" >&2; status=1; }
   done
-  extra=$(ls -A "$dir" | grep -vxF -e ${PARTS[$((i - 1))]// / -e } || true)
+  extra=$(ls -A "$dir" | grep -vxF -e ${CIFAR10_PARTS[$((i - 1))]// / -e } || true)
   [ -z "$extra" ] || echo "stage_cifar10.sh: note: $dir also holds $(echo $extra) (it travels too)"
   size=$(du -cb "$dir" | awk 'END { print $1 }')
   total=$(( size + TREE ))

@@ -37,7 +37,7 @@ import adaptive_cnn
 from adaptive_cnn.config import AdaptiveCNNError, load_config
 from adaptive_cnn.data import Dataset, ImageData, epoch_order, iterate_batches, load_data, place_data
 from adaptive_cnn.models import AdaptiveCNN, count_parameters
-from adaptive_cnn.training import Trainer, autocast, build_optimizer, cpu_name, epoch_generator
+from adaptive_cnn.training import Trainer, autocast, build_optimizer, cpu_name
 
 
 def parse_args(argv=None):
@@ -119,7 +119,7 @@ def epoch_batches(trainer:Trainer):
         raise ValueError(f'{len(trainer.data.train)} training images: fewer than one batch of {t.batch_size}')
     while True:
         order = epoch_order(len(trainer.data.train), t.seed, epoch)[:trainer.images_per_epoch()]
-        generator = epoch_generator(t.seed, epoch, 0, trainer.device if t.compile else 'cpu')   # as train_epoch draws
+        generator = trainer.augment_generator(epoch)   # as train_epoch draws
         for batch in iterate_batches(trainer.data.train, t.batch_size, order, drop_last=True): yield batch, generator
         epoch += 1
 
