@@ -130,6 +130,10 @@ class TrainConfig:
     warmup_fraction:float = option(0.0, ge=0, lt=1)      # fraction of the steps spent in linear warmup, before the cosine
     swa_start:Optional[float] = option(0.75, ge=0, lt=1) # fraction of epochs before SWA starts; None: no SWA
     swa_lr:float = option(0.05, gt=0)                    # constant learning rate during SWA
+    ema_decay:Optional[float] = option(None, gt=0, lt=1) # also keep an exponential moving average of the weights, with this decay per step; None: no EMA
+    init_from:Optional[str] = None                       # a checkpoint (or run folder) whose network and weights start this run: fine-tuning
+    freeze_epochs:int = option(0, ge=0)                  # with init_from: epochs at the start in which the frozen layers keep their trained weights
+    freeze_stages:Optional[int] = option(None, ge=0)     # the layers frozen then: the stem and this many stages; None: all of them (only the classifier trains)
     precision:Literal['auto', 'bf16', 'fp16', 'fp32'] = 'auto' # autocast precision; auto: bf16 on CPUs with bf16 arithmetic, the faster of bf16 and fp32 measured on a GPU
     channels_last:bool = True                            # NHWC memory format (faster convolutions)
     compile:bool = False                                 # torch.compile the whole training step (fixed shapes: an epoch's last partial batch is left out)
@@ -149,6 +153,7 @@ class DistributedConfig:
 class OutputConfig:
     "Where a run writes checkpoints, logs and figures."
     dir:str = 'outputs'                                  # output folder of the run
+    tensorboard:bool = True                              # TensorBoard event files in <dir>/tensorboard (when tensorboard is installed)
 
 # %% ../nbs/00_config.ipynb #781f5b3d
 @dataclass
@@ -272,6 +277,12 @@ def check_config(cfg:Config,
         if not seconds:
             raise ConfigError(f'{where("train.budget")}: train.budget = {show(t.budget)} is not a wall time; write it as 90s, 10m, '
                               '1h30m or a number of seconds')
+    if t.freeze_epochs and t.init_from is None:
+        raise ConfigError(f'{where("train.freeze_epochs", "train.init_from")}: train.freeze_epochs = {t.freeze_epochs} needs '
+                          'train.init_from (frozen layers would keep random weights); set train.init_from or train.freeze_epochs=0')
+    if t.freeze_epochs >= t.epochs:
+        raise ConfigError(f'{where("train.freeze_epochs", "train.epochs")}: train.freeze_epochs = {t.freeze_epochs} leaves no epoch '
+                          f'to train the whole network (train.epochs = {t.epochs}); make it smaller')
     if t.swa_start is not None and t.warmup_fraction >= t.swa_start:
         raise ConfigError(f'{where("train.warmup_fraction", "train.swa_start")}: train.warmup_fraction = {t.warmup_fraction} '
                           f'must end before SWA starts (train.swa_start = {t.swa_start})')

@@ -74,6 +74,7 @@ def read_idx(path:Path) -> np.ndarray:
     return data.reshape(dims)
 
 # %% ../nbs/02_data.ipynb #685e45f2
+import re, shutil
 import torchvision.datasets as tvd
 
 MNIST_FAMILY = {'mnist': tvd.MNIST, 'fashionmnist': tvd.FashionMNIST, 'kmnist': tvd.KMNIST}
@@ -84,12 +85,51 @@ def _find(folder:Path, name:str) -> Path|None:
     "`folder/name` or `folder/name.gz`, whichever exists."
     return next((p for p in (folder/name, folder/f'{name}.gz') if p.is_file()), None)
 
-def _download_or_fail(download:bool, fetch, expected:str):
-    "Run `fetch()` (a torchvision download) if allowed; on failure raise `DataError` listing the `expected` files."
+# what socket and urllib say when no server can be reached: no name resolution, no route, refused, a proxy that refused
+_UNREACHABLE = ('Name or service not known', 'Temporary failure in name resolution', 'nodename nor servname',
+                'getaddrinfo failed', 'No address associated', 'Network is unreachable', 'No route to host',
+                'Connection refused', 'Connection reset', 'timed out', 'Tunnel connection failed')
+
+def _download_reason(e:BaseException) -> str:
+    "Why a download failed, on one line (torchvision's message has one line per mirror), saying so when the network could not be reached."
+    text = re.sub(r'<urlopen error (.*?)>', r'\1', str(e)).replace('\nTried ', '; tried ')
+    text = ' '.join(text.split()).replace(':;', ':') or type(e).__name__
+    chain, x = [], e
+    while x is not None and len(chain) < 10: chain.append(x); x = x.__cause__ or x.__context__
+    offline = any(isinstance(x, (ConnectionError, TimeoutError)) or any(s in str(x) for s in _UNREACHABLE) for x in chain)
+    return f'the download failed because the network could not be reached (offline, or a firewall or proxy in the way): {text}' \
+        if offline else f'the download failed: {text}'
+
+def _existing(root:Path, own) -> set:
+    "What exists now of `root`, its parents, its entries and everything under its subfolders `own` (where a download writes)."
+    root = Path(root).absolute()
+    seen = {p for p in (root, *root.parents) if p.exists()}
+    if root.is_dir():
+        seen.update(root.iterdir())
+        for d in own:
+            if (root/d).is_dir(): seen.update((root/d).rglob('*'))
+    return seen
+
+def _remove_new(root:Path, own, before:set):
+    "Remove the folders and files under `root` (and `root` itself with parents) that are not in `before`: what a failed download left."
+    root = Path(root).absolute()
+    top = next((p for p in reversed((root, *root.parents)) if p not in before), None)
+    new = [top] if top is not None else sorted(_existing(root, own) - before, key=lambda p: len(p.parts))
+    for p in new:
+        if not any(q in p.parents for q in new):    # inside a new folder: removed with it
+            if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
+            else: p.unlink(missing_ok=True)
+
+def _download_or_fail(download:bool, fetch, expected:str, root:Path|None=None, own=()):
+    "Run `fetch()` (a torchvision download into `root`, writing under its subfolders `own`) if allowed; on failure remove what it left and raise `DataError` listing the `expected` files."
     hint = 'downloads are off (data.download=false)'
     if download:
+        before = _existing(root, own) if root is not None else None
         try: return fetch()
-        except Exception as e: hint = f'the download failed ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})'
+        except BaseException as e:
+            if before is not None: _remove_new(root, own, before)
+            if not isinstance(e, Exception): raise    # Ctrl-C: cleaned up, then passed on
+            hint = _download_reason(e)
     raise DataError(f'{expected}; {hint}. Put the files there or point data.root / $ADAPTIVE_CNN_DATA at a folder that has them')
 
 def read_mnist_family(name:str, root:Path, download:bool=True) -> RawDataset:
@@ -99,7 +139,8 @@ def read_mnist_family(name:str, root:Path, download:bool=True) -> RawDataset:
     files = {split: [_find(folder, f) for f in names] for split, names in _IDX_FILES.items()}
     if any(p is None for ps in files.values() for p in ps):
         expected = ', '.join(f'{f}[.gz]' for names in _IDX_FILES.values() for f in names)
-        _download_or_fail(download, lambda: cls(str(root), download=True), f'{cls.__name__} not found: expected {expected} in {folder}')
+        _download_or_fail(download, lambda: cls(str(root), download=True), f'{cls.__name__} not found: expected {expected} in {folder}',
+                          root, [cls.__name__])
         return read_mnist_family(name, root, download=False)
     splits = {s: ImageData(torch.from_numpy(read_idx(x).copy())[:, None], torch.from_numpy(read_idx(y).astype(np.int64)))
               for s, (x, y) in files.items()}
@@ -169,7 +210,8 @@ def read_cifar10(root:Path, download:bool=True) -> RawDataset:
     if not (root/CIFAR10_PY/'data_batch_1').is_file():
         _download_or_fail(download, lambda: tvd.CIFAR10(str(root), download=True),
                           f'CIFAR-10 not found: expected {root/CIFAR10_BIN}/data_batch_1..5.bin, test_batch.bin, batches.meta.txt '
-                          f'(binary version) or {root/CIFAR10_PY}/data_batch_1..5, test_batch, batches.meta (python version)')
+                          f'(binary version) or {root/CIFAR10_PY}/data_batch_1..5, test_batch, batches.meta (python version)',
+                          root, [CIFAR10_PY])
     return read_cifar_py(root/CIFAR10_PY, _CIFAR_BATCHES, 'labels', 'batches.meta', 'label_names')
 
 def read_cifar100(root:Path, download:bool=True) -> RawDataset:
@@ -177,7 +219,7 @@ def read_cifar100(root:Path, download:bool=True) -> RawDataset:
     folder = Path(root)/'cifar-100-python'
     if not (folder/'train').is_file():
         _download_or_fail(download, lambda: tvd.CIFAR100(str(root), download=True),
-                          f'CIFAR-100 not found: expected train, test and meta in {folder}')
+                          f'CIFAR-100 not found: expected train, test and meta in {folder}', root, [folder.name])
     return read_cifar_py(folder, {'train': ['train'], 'test': ['test']}, 'fine_labels', 'meta', 'fine_label_names')
 
 # %% ../nbs/02_data.ipynb #a51666ce
@@ -186,7 +228,7 @@ def read_svhn(root:Path, download:bool=True) -> RawDataset:
     root = Path(root)
     if not all((root/f'{s}_32x32.mat').is_file() for s in ('train', 'test')):
         _download_or_fail(download, lambda: [tvd.SVHN(str(root), split=s, download=True) for s in ('train', 'test')],
-                          f'SVHN not found: expected train_32x32.mat and test_32x32.mat in {root}')
+                          f'SVHN not found: expected train_32x32.mat and test_32x32.mat in {root}', root)
     splits = {s: tvd.SVHN(str(root), split=s) for s in ('train', 'test')}
     data = {s: ImageData(torch.from_numpy(d.data), torch.from_numpy(d.labels.astype(np.int64))) for s, d in splits.items()}
     return RawDataset(data['train'], data['test'], [str(i) for i in range(10)], str(root))

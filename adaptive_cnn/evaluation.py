@@ -18,7 +18,7 @@ from .config import Config, AugmentConfig, atomic_write, check_writable, config_
 from .data import ImageData, load_data, normalize, iterate_batches
 from .models import AdaptiveCNN
 from .augment import batch_crop
-from .training import autocast, load_checkpoint, load_weights, default_device, save_png
+from .training import autocast, load_checkpoint, load_weights, default_device, save_png, tensorboard_writer
 
 # %% ../nbs/06_evaluation.ipynb #9b1961d7
 def tta_views(augment:AugmentConfig, shift:int=2) -> list[tuple[int, int, bool]]:
@@ -253,10 +253,18 @@ def evaluate_checkpoint(cfg:Config,                     # config whose architect
                    date=time.strftime('%Y-%m-%d %H:%M:%S %Z'), device=str(device))
     with atomic_write(out/'metrics.json', 'w') as f: json.dump(metrics, f, indent=1, allow_nan=False)
     cm = np.array(metrics['confusion_matrix'])
-    save_png(plot_confusion(cm, classes), out/FIGURES['confusion_matrix'])
-    save_png(plot_roc(probs, labels, classes), out/FIGURES['roc'])
-    save_png(plot_reliability(probs, labels), out/FIGURES['reliability'])
-    save_png(plot_top_losses(images.images, probs, labels, classes), out/FIGURES['top_losses'])
-    save_png(plot_per_class_accuracy(cm, classes), out/FIGURES['per_class_accuracy'])
+    figures = dict(confusion_matrix=lambda: plot_confusion(cm, classes), roc=lambda: plot_roc(probs, labels, classes),
+                   reliability=lambda: plot_reliability(probs, labels),
+                   top_losses=lambda: plot_top_losses(images.images, probs, labels, classes),
+                   per_class_accuracy=lambda: plot_per_class_accuracy(cm, classes))
+    tb = tensorboard_writer(out) if cfg.output.tensorboard else None   # next to the figures: `tensorboard --logdir` shows both
+    for key, draw in figures.items():
+        fig = draw()
+        if tb is not None: tb.add_figure(f'{split}/{key}', fig, close=False)
+        save_png(fig, out/FIGURES[key])
+    if tb is not None:
+        for key in SUMMARY_KEYS:
+            if isinstance(metrics.get(key), (int, float)): tb.add_scalar(f'{split}/{key}', metrics[key])
+        tb.close()
     write_report(out, metrics, str(checkpoint), tta, split)
     return metrics

@@ -6,11 +6,13 @@
 __all__ = ['PRECISION_STEPS', 'RUN_FILES', 'BN_REFRESH_STEPS', 'BN_REFRESH_IMAGES', 'BN_REFRESH_BATCH', 'PLOT_EVERY_S',
            'DEADLINE_EPOCHS', 'STOP_SIGNALS', 'TrainingError', 'CheckpointError', 'TrainingInterrupted', 'param_groups',
            'build_optimizer', 'current_lr', 'class_weights', 'swa_first_epoch', 'lr_factor', 'cosine_progress',
-           'build_scheduler', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'model_from_checkpoint', 'autocast',
+           'build_scheduler', 'save_checkpoint', 'load_checkpoint', 'checkpoint_path', 'load_weights',
+           'model_from_checkpoint', 'adapt_input_conv', 'pretrained_weights', 'frozen_layers', 'set_frozen', 'autocast',
            'check_precision', 'cpu_has_bf16', 'rule_precision', 'time_precision', 'choose_precision', 'predict_logits',
            'check_output_dir', 'optimizer_moments', 'run_bytes', 'check_free_space', 'prepare_output_dir', 'cpu_name',
-           'environment_info', 'default_device', 'Trainer', 'epoch_generator', 'save_png', 'plot_history',
-           'summary_csv', 'is_out_of_memory', 'release_memory']
+           'environment_info', 'default_device', 'Trainer', 'epoch_generator', 'ema_update', 'weight_average',
+           'save_png', 'plot_history', 'summary_csv', 'tensorboard_writer', 'tensorboard_tag', 'is_out_of_memory',
+           'release_memory']
 
 # %% ../nbs/04_training.ipynb #392c9b5d
 import contextlib, copy, csv, functools, gc, io, json, logging, math, os, platform, re, shutil, signal, statistics, subprocess, sys, threading, time
@@ -23,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, SWALR, update_bn
 from tqdm.auto import tqdm
 import adaptive_cnn
 from .config import (AdaptiveCNNError, UsageError, Config, TrainConfig, atomic_write, check_writable,
-                                 nearest_existing, save_config, config_from_dict)
+                                 nearest_existing, save_config, config_from_dict, ConfigError)
 from .models import AdaptiveCNN, count_parameters
 from .data import Dataset, ImageData, load_data, place_data, epoch_order, iterate_batches, normalize
 from .augment import BatchAugment
@@ -126,6 +128,18 @@ def load_checkpoint(path:str|os.PathLike) -> dict:
         raise CheckpointError(f'{path}: not an adaptive_cnn checkpoint (no model and config in it); use a checkpoint written by adaptive-cnn train')
     return state
 
+def checkpoint_path(path:str|os.PathLike) -> Path|None:
+    "The checkpoint `path` names: a `.pth` file, or a run folder's `checkpoints/best_model.pth`; None if it names neither."
+    p = Path(path)
+    if p.is_dir():
+        for ckpt in (p/'checkpoints'/'best_model.pth', p/'best_model.pth'):
+            if ckpt.is_file(): return ckpt
+        if (p/'checkpoints').is_dir() or (p/'config.yaml').is_file():
+            raise UsageError(f'{p}: a run folder without checkpoints/best_model.pth (did its training finish an epoch?); '
+                             'give a checkpoint file instead')
+        return None
+    return p if p.suffix == '.pth' else None
+
 # %% ../nbs/04_training.ipynb #2f9969d5
 def load_weights(model:nn.Module, weights:dict, source:str):
     "Load `weights` into `model`, or `CheckpointError` naming the first parameter that does not fit."
@@ -143,6 +157,41 @@ def model_from_checkpoint(state:dict, source:str='checkpoint') -> tuple[Adaptive
     model = AdaptiveCNN.from_config(cfg)
     load_weights(model, state['model'], source)
     return model.eval(), cfg
+
+# %% ../nbs/04_training.ipynb #ef6db63f
+def adapt_input_conv(weight:torch.Tensor, # a first convolution's weights: out × in × k × k
+                     channels:int,        # input channels of the new data
+                    ) -> torch.Tensor:
+    "`weight` for images of `channels` channels: summed over its inputs for one channel, else repeated and scaled by in/channels."
+    c = weight.shape[1]
+    if channels == c: return weight
+    if channels == 1: return weight.sum(1, keepdim=True)
+    return weight.repeat(1, math.ceil(channels / c), 1, 1)[:, :channels] * (c / channels)
+
+def pretrained_weights(model:AdaptiveCNN, weights:dict, source:str) -> list[str]:
+    "Load trained `weights` into `model`, fitting its input channels and classes to `model`; what was fitted, as notes."
+    own, weights, notes = model.state_dict(), dict(weights), []
+    stem = next(n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)) + '.weight'
+    if stem in weights and weights[stem].shape[1] != own[stem].shape[1]:
+        notes.append(f'first convolution adapted from {weights[stem].shape[1]}-channel to {own[stem].shape[1]}-channel images')
+        weights[stem] = adapt_input_conv(weights[stem], own[stem].shape[1])
+    head = f'classifier.{len(model.classifier) - 1}.'
+    if any(k.startswith(head) and k in own and weights[k].shape != own[k].shape for k in weights):
+        classes = weights[head + 'bias'].shape[0]
+        notes.append(f'classifier\'s last layer made anew for {model.num_classes} classes (the checkpoint\'s has {classes})')
+        weights.update({k: v for k, v in own.items() if k.startswith(head)})
+    load_weights(model, weights, source)
+    return notes
+
+# %% ../nbs/04_training.ipynb #fd2c1083
+def frozen_layers(model:AdaptiveCNN, stages:int|None) -> list[nn.Module]:
+    "The stem and the first `stages` stages (None: all of them): what fine-tuning keeps fixed at first."
+    return [model.stem, *model.stages[:len(model.stages) if stages is None else stages]]
+
+def set_frozen(model:AdaptiveCNN, stages:int|None, frozen:bool):
+    "Stop (or restart) the gradients of `frozen_layers`."
+    for layer in frozen_layers(model, stages):
+        for p in layer.parameters(): p.requires_grad_(not frozen)
 
 # %% ../nbs/04_training.ipynb #bdb1018b
 def autocast(device:torch.device, precision:str):
@@ -209,7 +258,7 @@ def predict_logits(model:nn.Module, data:ImageData, mean:list[float], std:list[f
 
 # %% ../nbs/04_training.ipynb #c93c1f01
 RUN_FILES = ('config.yaml', 'environment.json', 'train.log', 'metrics.jsonl', 'summary.csv', 'results.json', 'training_curves.png', 'budget.json',
-             'checkpoints/last.pth', 'checkpoints/best_model.pth', 'checkpoints/swa_model.pth')
+             'checkpoints/last.pth', 'checkpoints/best_model.pth', 'checkpoints/swa_model.pth', 'checkpoints/ema_model.pth')
 
 def _beyond_first_epoch(out:Path) -> str|None:
     "What in `out` shows a run that got past its first epoch (which a run killed before its first last.pth cannot have)."
@@ -233,10 +282,11 @@ def optimizer_moments(t:TrainConfig) -> int:
     return 2 if t.optimizer == 'adamw' else int(t.momentum > 0)
 
 def run_bytes(model:nn.Module, t:TrainConfig) -> int:
-    "About how much disk a run takes: last.pth (weights, optimiser moments, SWA average) twice while it is replaced, best and SWA models, and 16 MB of logs and curves."
+    "About how much disk a run takes: last.pth (weights, optimiser moments, averages) twice while it is replaced, best and averaged models, and 16 MB of logs and curves."
     weights = sum(v.numel() * v.element_size() for v in model.state_dict().values())
-    last = weights * (1 + optimizer_moments(t) + (t.swa_start is not None))
-    return 2 * last + 2 * weights + 16 * 2**20
+    averages = (t.swa_start is not None) + (t.ema_decay is not None)
+    last = weights * (1 + optimizer_moments(t) + averages)
+    return 2 * last + (1 + averages) * weights + 16 * 2**20
 
 def check_free_space(out:Path, need:int):
     "Refuse to start a run the disk of `out` has no room for (the files of the run already there will be replaced)."
@@ -254,6 +304,7 @@ def prepare_output_dir(out:Path, resuming:bool):
     # a new run (or --overwrite) starts clean: no file of an earlier run may pass for this one's
     if not resuming:
         for name in RUN_FILES: (out/name).unlink(missing_ok=True)
+        shutil.rmtree(out/'tensorboard', ignore_errors=True)
 
 def cpu_name() -> str:
     "The processor's model name (Linux), else what `platform` knows."
@@ -303,12 +354,21 @@ class Trainer:
         if resuming:   # the run continues as it started, with this call's output folder and data folder
             saved_cfg = config_from_dict(saved['config'])
             cfg = replace(saved_cfg, output=cfg.output, data=replace(saved_cfg.data, root=cfg.data.root))
+        pretrained = None
+        if cfg.train.init_from is not None and not resuming:   # fine-tuning: the trained network's architecture and weights
+            try: pretrained = load_checkpoint(checkpoint_path(cfg.train.init_from) or cfg.train.init_from)
+            except CheckpointError as e: raise CheckpointError(f'train.init_from: {e}') from None
+            cfg = replace(cfg, model=config_from_dict(pretrained['config']).model)
         self.data = place_data(data or self.dist.local_main_first(lambda: load_data(cfg)), self.device)
         self.cfg = replace(cfg, data=self.data.data)           # the data section completed from the data
         t = self.cfg.train
         torch.manual_seed(t.seed)
         torch.use_deterministic_algorithms(t.deterministic, warn_only=True)
         self.model = AdaptiveCNN.from_config(self.cfg)
+        init_notes = pretrained_weights(self.model, pretrained['model'], f'train.init_from: {t.init_from}') if pretrained else []
+        if t.freeze_stages is not None and t.freeze_stages > len(self.model.stages):
+            raise ConfigError(f'train.freeze_stages = {t.freeze_stages}, but the network has {len(self.model.stages)} stages')
+        self.frozen = False
         if self.cfg.distributed.sync_bn and self.dist.distributed: self.model = convert_sync_batchnorm(self.model, self.device)
         self.model = self.model.to(self.device, memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
         self.precision_note = None                             # why `auto` became what it did (None: the config said)
@@ -316,6 +376,7 @@ class Trainer:
             precision, self.precision_note = self._choose_precision()
             self.cfg = replace(self.cfg, train=replace(t, precision=precision)); t = self.cfg.train
         self.forward = self.dist.wrap(self.model)             # DistributedDataParallel when there are several processes
+        self.ema_model = weight_average(self.model, t.ema_decay) if t.ema_decay is not None else None
         # compiled, the whole step (augmentation to optimiser) is one program: CUDA graphs replay it with mode reduce-overhead
         self.step_body = torch.compile(self.train_step_body, mode=t.compile_mode) if t.compile else self.train_step_body
         self.steps_per_epoch = math.ceil(self.images_per_epoch() / t.batch_size)
@@ -336,7 +397,10 @@ class Trainer:
         self.dist.on_main(lambda: check_free_space(self.out, run_bytes(self.model, t)))
         self.dist.on_main(lambda: prepare_output_dir(self.out, resuming))   # the first change to the output folder
         self.log = self._make_logger()
+        self.tb = tensorboard_writer(self.out, self.epoch_of(saved)) if self.dist.is_main and self.cfg.output.tensorboard else None
         if self.precision_note: self.log.info(f'precision auto: {t.precision} ({self.precision_note})')
+        if pretrained: self.log.info(f'starting from {t.init_from} ({pretrained.get("kind", "checkpoint")}, validation accuracy '
+                                     f'{pretrained.get("val_acc", float("nan")):.4f})' + ''.join(f'; {n}' for n in init_notes))
         if resuming: self._restore(saved)
         else:
             if resume: self.log.info(f'{self.out}: no checkpoint to resume from (checkpoints/last.pth); starting from the beginning')
@@ -381,9 +445,15 @@ class Trainer:
         info.update(precision=self.cfg.train.precision, precision_choice=self.precision_note or 'set in the config')
         with atomic_write(self.out/'environment.json', 'w') as f: json.dump(info, f, indent=1)
 
+    @staticmethod
+    def epoch_of(saved:dict|None) -> int|None:
+        "The epoch a resumed run starts in (counting from 1), from its `last.pth`; None for a new run."
+        return None if saved is None else saved['epoch'] + 1
+
     def close(self):
-        "Release the log files."
+        "Release the log files and the TensorBoard writer."
         for h in list(self.log.handlers): h.close(); self.log.removeHandler(h)
+        if self.tb is not None: self.tb.close()
 
 # %% ../nbs/04_training.ipynb #87a6bd9d
 def _train_step_body(self:Trainer, images:torch.Tensor, labels:torch.Tensor, params:dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -410,6 +480,7 @@ def _train_step(self:Trainer, batch:ImageData, generator:torch.Generator) -> tup
     params = self.augment.sample(len(batch), *batch.images.shape[-2:], generator)
     self.optimizer.zero_grad(set_to_none=True)   # here rather than in the body: the compiler cannot trace it
     loss, correct = self.step_body(batch.images, batch.labels, params)
+    if self.ema_model is not None: self.ema_model.update_parameters(self.model)
     (self.swa_scheduler or self.scheduler).step()
     self._bad_step = torch.where(torch.isfinite(loss) | (self._bad_step >= 0), self._bad_step, self.step)
     self.step += 1
@@ -520,7 +591,7 @@ def _start_swa(self:Trainer):
     "Hand the learning rate to SWALR (holding `swa_lr`) and create the weight average."
     t = self.cfg.train
     self.swa_scheduler = SWALR(self.optimizer, swa_lr=t.swa_lr, anneal_epochs=self.steps_per_epoch, anneal_strategy='cos')
-    self.swa_model = AveragedModel(self.model)
+    self.swa_model = weight_average(self.model)
 
 def _finish_swa(self:Trainer) -> nn.Module:
     "The SWA model with BatchNorm statistics recomputed on all the training images."
@@ -529,6 +600,36 @@ def _finish_swa(self:Trainer) -> nn.Module:
 
 Trainer.start_swa, Trainer.finish_swa = _start_swa, _finish_swa
 
+# %% ../nbs/04_training.ipynb #1053e561
+def ema_update(decay:float):
+    "`AveragedModel`'s `multi_avg_fn` for an EMA with `decay`, lower while fewer than about 10 / (1 - decay) steps are averaged."
+    @torch.no_grad()
+    def update(averaged:list[torch.Tensor], current:list[torch.Tensor], n:torch.Tensor):
+        if not torch.is_floating_point(averaged[0]):    # BatchNorm's batch counter
+            for a, c in zip(averaged, current): a.copy_(c)
+            return
+        torch._foreach_lerp_(averaged, current, 1 - torch.clamp((1 + n) / (10 + n), max=decay).to(averaged[0].dtype))
+    return update
+
+def weight_average(model:nn.Module, ema_decay:float|None=None) -> AveragedModel:
+    "SWA's average of `model`'s weights (`ema_decay` None: equal weights, BatchNorm recomputed at the end), or their EMA (BatchNorm averaged too)."
+    if ema_decay is None: return AveragedModel(model)
+    return AveragedModel(model, multi_avg_fn=ema_update(ema_decay), use_buffers=True)
+
+# %% ../nbs/04_training.ipynb #4bfe0827
+def _freeze(self:Trainer, frozen:bool):
+    "Freeze (or free) the stem and the first `train.freeze_stages` stages, if the run freezes them and they are not already so."
+    t = self.cfg.train
+    if not t.freeze_epochs or frozen == self.frozen: return
+    set_frozen(self.model, t.freeze_stages, frozen)
+    self.frozen = frozen
+    if self.dist.distributed: self.forward = self.dist.wrap(self.model)
+    trainable = count_parameters(self.model, trainable_only=True)
+    self.log.info(f'{"freezing" if frozen else "freeing"} the stem and {"all" if t.freeze_stages is None else t.freeze_stages} stages: '
+                  f'{trainable:,} of {count_parameters(self.model):,} parameters train' + (f' for {t.freeze_epochs} epoch' + 's' * (t.freeze_epochs > 1) if frozen else ''))
+
+Trainer.freeze = _freeze
+
 # %% ../nbs/04_training.ipynb #f5f1ec33
 def _state(self:Trainer) -> dict:
     "Everything needed to continue the run, as plain data."
@@ -536,6 +637,7 @@ def _state(self:Trainer) -> dict:
                 # torch < 2.9 puts the annealing function into SWALR's state: not plain data, and SWALR sets it again
                 swa_scheduler={k: v for k, v in self.swa_scheduler.state_dict().items() if k != 'anneal_func'} if self.swa_scheduler else None,
                 swa_model=self.swa_model.state_dict() if self.swa_model else None, scaler=self.scaler.state_dict(),
+                ema_model=self.ema_model.state_dict() if self.ema_model else None,
                 epoch=self.epoch, step=self.step, epoch_progress=self.epoch_progress, world_size=self.dist.world_size, schedule=self.schedule,
                 history=self.history, best_val_acc=self.best_val_acc, config=asdict(self.cfg), classes=self.cfg.data.classes,
                 version=adaptive_cnn.__version__)
@@ -551,6 +653,7 @@ def _restore(self:Trainer, state:dict):
         self.schedule = state['schedule']
         self.scheduler = build_scheduler(self.optimizer, self.cfg.train, self.steps_per_epoch, self.schedule)
     self.scheduler.load_state_dict(state['scheduler'])
+    if self.ema_model is not None and state.get('ema_model') is not None: self.ema_model.load_state_dict(state['ema_model'])
     if state['swa_model'] is not None:
         self.start_swa()
         self.swa_model.load_state_dict(state['swa_model'])
@@ -606,20 +709,46 @@ def summary_csv(history:list[dict]) -> str:
     writer.writeheader(); writer.writerows(history)
     return out.getvalue()
 
+def tensorboard_writer(out:Path, purge_step:int|None=None):
+    "A TensorBoard `SummaryWriter` on `out/tensorboard` dropping the events from `purge_step` on; None without tensorboard."
+    try: from torch.utils.tensorboard import SummaryWriter
+    except ImportError: return None
+    return SummaryWriter(str(out/'tensorboard'), purge_step=purge_step)
+
+def tensorboard_tag(key:str) -> str:
+    "Where a metric goes in TensorBoard: `train_loss` → `loss/train`, `ema_val_acc` → `accuracy/ema_val`, `lr` → `epoch/lr`."
+    for suffix, chart in (('_loss', 'loss'), ('_acc', 'accuracy')):
+        if key.endswith(suffix): return f'{chart}/{key[:-len(suffix)]}'
+    return f'epoch/{key}'
+
 def _record(self:Trainer, metrics:dict):
     self.history.append(metrics)
     with atomic_write(self.out/'metrics.jsonl', 'w') as f: f.writelines(json.dumps(h) + '\n' for h in self.history)
     with atomic_write(self.out/'summary.csv', 'w') as f: f.write(summary_csv(self.history))   # for spreadsheets and pandas
+    if self.tb is not None:
+        for key, value in metrics.items():
+            if key != 'epoch' and isinstance(value, (int, float)): self.tb.add_scalar(tensorboard_tag(key), value, metrics['epoch'])
+        self.tb.flush()
     if metrics['epoch'] in (1, self.cfg.train.epochs) or time.perf_counter() - self._plotted_at >= PLOT_EVERY_S:
         plot_history(self.history, self.out/'training_curves.png')
         self._plotted_at = time.perf_counter()
     m = metrics
-    swa = f'  swa_val_acc {m["swa_val_acc"]:.4f}' if 'swa_val_acc' in m else ''
+    ema = f'  ema_val_acc {m["ema_val_acc"]:.4f}' if 'ema_val_acc' in m else ''
     self.log.info(f'epoch {m["epoch"]:>3}/{self.cfg.train.epochs}  train_loss {m["train_loss"]:.4f}  train_acc {m["train_acc"]:.4f}  '
-                  f'val_loss {m["val_loss"]:.4f}  val_acc {m["val_acc"]:.4f}{swa}  lr {m["lr"]:.2e}  '
+                  f'val_loss {m["val_loss"]:.4f}  val_acc {m["val_acc"]:.4f}{ema}  lr {m["lr"]:.2e}  '
                   f'{m["images_per_s"]:.0f} img/s  {m["epoch_time_s"]:.1f} s')
 
-Trainer.record = _record
+def _log_hparams(self:Trainer, results:dict):
+    "The end of a run in TensorBoard: the curves, and the config's values as hyperparameters with the results."
+    if self.tb is None: return
+    self.tb.add_figure('training_curves', plot_history(self.history), self.epoch)
+    hparams = {f'{section}.{k}': v if isinstance(v, (int, float, str, bool)) else str(v)
+               for section, values in asdict(self.cfg).items() for k, v in values.items()}
+    numbers = {f'results/{k}': v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    self.tb.add_hparams(hparams, numbers, run_name='.')   # '.': in the run's own folder, not a new one
+    self.tb.flush()
+
+Trainer.record, Trainer.log_hparams = _record, _log_hparams
 
 # %% ../nbs/04_training.ipynb #b0abf538
 def is_out_of_memory(e:BaseException) -> bool:
@@ -655,16 +784,18 @@ def _run_epochs(self:Trainer, until_epoch:int|None=None) -> dict:
     while self.epoch < min(t.epochs, until_epoch or t.epochs):
         epoch_start = time.perf_counter() - (self.epoch_progress or {}).get('time_s', 0.0)   # an interrupted epoch's time counts
         if swa_from is not None and self.epoch >= swa_from and self.swa_model is None: self.start_swa()
+        self.freeze(self.epoch < t.freeze_epochs)
         metrics = dict(epoch=self.epoch + 1, **self.train_epoch())
         if self.swa_model is not None: self.swa_model.update_parameters(self.model)
-        if self.steps_per_epoch < BN_REFRESH_STEPS: self.refresh_bn(self.model)
-        val = self.validate(self.model, self.data.val)
-        metrics.update(val_loss=val['loss'], val_acc=val['acc'], val_samples=val['samples'],
-                       epoch_time_s=time.perf_counter() - epoch_start)
+        metrics.update(self.validate_epoch(), epoch_time_s=time.perf_counter() - epoch_start)
         self.epoch += 1
-        improved = metrics['val_acc'] > self.best_val_acc
-        if improved: self.best_val_acc = metrics['val_acc']
-        self.dist.on_main(lambda: self.save_epoch(metrics, improved))   # the other ranks wait for the checkpoint
+        # the network and its EMA compete for best_model.pth (a tie goes to the network)
+        contenders = [('best single model', self.model, metrics['val_acc'])]
+        if self.ema_model is not None: contenders.append(('EMA model', self.ema_model.module, metrics['ema_val_acc']))
+        kind, net, acc = max(contenders, key=lambda c: c[2])
+        improved = acc > self.best_val_acc
+        if improved: self.best_val_acc = acc
+        self.dist.on_main(lambda: self.save_epoch(metrics, (kind, net) if improved else None))   # the other ranks wait for the checkpoint
         if self.stop_signal is not None: self.interrupt()
         if self.deadline is not None and self.epoch < t.epochs: self.keep_to_deadline()
     if self.epoch < t.epochs:
@@ -672,10 +803,21 @@ def _run_epochs(self:Trainer, until_epoch:int|None=None) -> dict:
         return dict(epochs_done=self.epoch)
     return self.finish(time.perf_counter() - start)
 
-def _save_epoch(self:Trainer, metrics:dict, improved:bool):
-    "Rank 0's end of an epoch: the best checkpoint if it improved, the records, then last.pth."
+def _validate_epoch(self:Trainer) -> dict:
+    "Validation metrics of the network (and of its EMA) after an epoch, with fresh BatchNorm statistics after a short epoch."
+    nets = {'': self.model} | ({'ema_': self.ema_model.module} if self.ema_model is not None else {})
+    metrics = {}
+    for prefix, net in nets.items():
+        if prefix: self.dist.share_buffers(net)          # the EMA's statistics are each rank's own: validate rank 0's
+        if self.steps_per_epoch < BN_REFRESH_STEPS: self.refresh_bn(net)
+        val = self.validate(net, self.data.val)
+        metrics.update({f'{prefix}val_loss': val['loss'], f'{prefix}val_acc': val['acc']})
+    return metrics | dict(val_samples=val['samples'])
+
+def _save_epoch(self:Trainer, metrics:dict, best:tuple[str, nn.Module]|None):
+    "Rank 0's end of an epoch: the best checkpoint if `best` (kind, network) improved on it, the records, then last.pth."
     ckpt = self.out/'checkpoints'
-    if improved: save_checkpoint(self.model_state(self.model, 'best single model', self.best_val_acc), ckpt/'best_model.pth')
+    if best: save_checkpoint(self.model_state(best[1], best[0], self.best_val_acc), ckpt/'best_model.pth')
     self.record(metrics)
     save_checkpoint(self.state(), ckpt/'last.pth')
 
@@ -693,7 +835,11 @@ def _finish(self:Trainer, wall_s:float) -> dict:
             save_checkpoint(swa_state, ckpt/'swa_model.pth')
             if results['swa_val_acc'] >= self.best_val_acc: save_checkpoint(swa_state, ckpt/'best_model.pth')
         self.dist.on_main(save_swa)
-        self.log.info(f'SWA model: val_acc {results["swa_val_acc"]:.4f} (best single model {self.best_val_acc:.4f})')
+        self.log.info(f'SWA model: val_acc {results["swa_val_acc"]:.4f} (best so far {self.best_val_acc:.4f})')
+    if self.ema_model is not None:
+        results['ema_val_acc'] = self.history[-1]['ema_val_acc']
+        self.dist.on_main(lambda: save_checkpoint(self.model_state(self.ema_model.module, 'EMA model', results['ema_val_acc']),
+                                                  ckpt/'ema_model.pth'))
     if self.stop_signal is not None: self.interrupt()
     best = load_checkpoint(ckpt/'best_model.pth')
     results['best_model'] = best['kind']
@@ -704,9 +850,10 @@ def _finish(self:Trainer, wall_s:float) -> dict:
     def save_results():
         with atomic_write(self.out/'results.json', 'w') as f: json.dump(results, f, indent=1)
     self.dist.on_main(save_results)
+    self.dist.on_main(lambda: self.log_hparams(results))
     return results
 
-Trainer.save_epoch = _save_epoch
+Trainer.validate_epoch, Trainer.save_epoch = _validate_epoch, _save_epoch
 Trainer.fit, Trainer.run_epochs, Trainer.finish = _fit, _run_epochs, _finish
 
 # %% ../nbs/04_training.ipynb #26cc96d8

@@ -16,6 +16,9 @@ if [ "$before" != "$(snapshot)" ]; then
   exit 1
 fi
 
+echo "== docs (sidebar and links resolve, nbdev_proc_nbs without warnings; no Quarto needed)"
+python tools/check_docs.py
+
 echo "== nbdev_test"
 notebooks=$(ls nbs/[0-9]*.ipynb nbs/index.ipynb 2>/dev/null | wc -l)
 [ "$notebooks" -gt 0 ] || { echo "no notebooks found in nbs/"; exit 1; }
