@@ -85,6 +85,9 @@ def check_files_complete(out:Path, ref:Path, ctx:str):
         name = path.relative_to(out).as_posix()
         folder, _, base = name.rpartition('/')
         if TEMPORARY.fullmatch(base) and folder in ('', 'checkpoints'): continue
+        # TensorBoard's event files are logs like train.log, appended record by record (each with its checksum):
+        # a record cut short by a crash is dropped by the reader, and a resumed run purges what follows its checkpoint
+        if folder == 'tensorboard' and base.startswith('events.out.tfevents.'): continue
         assert name in RUN_FILES, f'{ctx}: unexpected file {name} in the run folder'
     for path in sorted((out/'checkpoints').glob('*.pth')) if (out/'checkpoints').is_dir() else []:
         state = load_checkpoint(path)                     # raises CheckpointError for a truncated file

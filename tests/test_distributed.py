@@ -1,5 +1,5 @@
 """DDP on CPU with gloo: equivalence with one process, sharded metrics, SWA statistics, restarts, launcher errors."""
-import json, os, signal, socket, subprocess, sys, time
+import importlib.util, json, os, signal, socket, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -94,8 +94,10 @@ def test_num_procs_run_writes_one_set_of_artefacts_covering_every_sample(tmp_pat
     out = tmp_path/'run'
     proc = train(out, '--num-procs', 2, *sets('train.epochs=1', 'data.train_subset=4000'))
     assert proc.stdout.count('results in') == 1 and proc.stdout.count('epoch   1/1') == 1   # rank 0 reports, once
-    assert sorted(p.name for p in out.iterdir()) == ['checkpoints', 'config.yaml', 'environment.json', 'metrics.jsonl',
-                                                    'results.json', 'summary.csv', 'train.log', 'training_curves.png']
+    tensorboard = ['tensorboard'] if importlib.util.find_spec('tensorboard') else []   # rank 0's event files
+    assert sorted(p.name for p in out.iterdir()) == sorted(['checkpoints', 'config.yaml', 'environment.json', 'metrics.jsonl',
+                                                           'results.json', 'summary.csv', 'train.log', 'training_curves.png', *tensorboard])
+    if tensorboard: assert len(list((out/'tensorboard').glob('events.out.tfevents.*'))) == 2   # the epochs; the hyperparameters
     assert sorted(p.name for p in (out/'checkpoints').iterdir()) == ['best_model.pth', 'last.pth', 'swa_model.pth']
     (epoch,) = history(out)
     assert (epoch['train_samples'], epoch['val_samples']) == (4000, 5000)
