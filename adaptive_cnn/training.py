@@ -397,7 +397,8 @@ class Trainer:
         self.dist.on_main(lambda: check_free_space(self.out, run_bytes(self.model, t)))
         self.dist.on_main(lambda: prepare_output_dir(self.out, resuming))   # the first change to the output folder
         self.log = self._make_logger()
-        self.tb = tensorboard_writer(self.out, self.epoch_of(saved)) if self.dist.is_main and self.cfg.output.tensorboard else None
+        # TensorBoard's writer is made with the first record: a run that fails before it leaves no event file behind
+        self.tb, self.tb_purge_step = None, self.epoch_of(saved)
         if self.precision_note: self.log.info(f'precision auto: {t.precision} ({self.precision_note})')
         if pretrained: self.log.info(f'starting from {t.init_from} ({pretrained.get("kind", "checkpoint")}, validation accuracy '
                                      f'{pretrained.get("val_acc", float("nan")):.4f})' + ''.join(f'; {n}' for n in init_notes))
@@ -721,11 +722,16 @@ def tensorboard_tag(key:str) -> str:
         if key.endswith(suffix): return f'{chart}/{key[:-len(suffix)]}'
     return f'epoch/{key}'
 
+def _tensorboard(self:Trainer):
+    "The run's TensorBoard writer, made at the first use (None: switched off or not installed)."
+    if self.tb is None and self.cfg.output.tensorboard: self.tb = tensorboard_writer(self.out, self.tb_purge_step)
+    return self.tb
+
 def _record(self:Trainer, metrics:dict):
     self.history.append(metrics)
     with atomic_write(self.out/'metrics.jsonl', 'w') as f: f.writelines(json.dumps(h) + '\n' for h in self.history)
     with atomic_write(self.out/'summary.csv', 'w') as f: f.write(summary_csv(self.history))   # for spreadsheets and pandas
-    if self.tb is not None:
+    if self.tensorboard() is not None:
         for key, value in metrics.items():
             if key != 'epoch' and isinstance(value, (int, float)): self.tb.add_scalar(tensorboard_tag(key), value, metrics['epoch'])
         self.tb.flush()
@@ -740,7 +746,7 @@ def _record(self:Trainer, metrics:dict):
 
 def _log_hparams(self:Trainer, results:dict):
     "The end of a run in TensorBoard: the curves, and the config's values as hyperparameters with the results."
-    if self.tb is None: return
+    if self.tensorboard() is None: return
     self.tb.add_figure('training_curves', plot_history(self.history), self.epoch)
     hparams = {f'{section}.{k}': v if isinstance(v, (int, float, str, bool)) else str(v)
                for section, values in asdict(self.cfg).items() for k, v in values.items()}
@@ -748,7 +754,7 @@ def _log_hparams(self:Trainer, results:dict):
     self.tb.add_hparams(hparams, numbers, run_name='.')   # '.': in the run's own folder, not a new one
     self.tb.flush()
 
-Trainer.record, Trainer.log_hparams = _record, _log_hparams
+Trainer.tensorboard, Trainer.record, Trainer.log_hparams = _tensorboard, _record, _log_hparams
 
 # %% ../nbs/04_training.ipynb #b0abf538
 def is_out_of_memory(e:BaseException) -> bool:
