@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adaptive_cnn.adapt import save_npz_dataset
+from adaptive_cnn.testing import save_npz_dataset
 from adaptive_cnn.data import ImageData, RawDataset, read_cifar10, read_mnist_family
 
 SEED = 0

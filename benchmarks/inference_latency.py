@@ -6,7 +6,7 @@ Measurements (each timed call returns its result on the host, so CUDA work is fi
 
 - torch_fp32: the network in eval mode, fp32, NCHW, `torch.inference_mode`; a normalised host tensor is copied to the
   device, run, and the logits copied back. Batch throughput: the batch already on the device, logits copied back.
-- torch_predictor: `adaptive_cnn.evaluation.predict_probs`, the path `Predictor` takes: uint8 images on the host,
+- torch_predictor: `adaptive_cnn.predict.predict` (softmax), the path `Predictor` takes: uint8 images on the host,
   normalisation, the config's precision (bf16 autocast by default) and memory format (channels_last), softmax, probabilities
   back on the host.
 - onnxruntime_cpu / onnxruntime_cuda: the model written by `adaptive_cnn.inference.export_model` (fp32, checked against
@@ -30,12 +30,14 @@ import torch
 from PIL import Image
 
 import adaptive_cnn
-from adaptive_cnn.config import AdaptiveCNNError, load_config
+from adaptive_cnn.errors import AdaptiveCNNError
+from adaptive_cnn.config import load_config
 from adaptive_cnn.data import ImageData, normalize, read_dataset
-from adaptive_cnn.evaluation import predict_probs
+from adaptive_cnn.predict import predict
 from adaptive_cnn.inference import Predictor, export_model, read_image
 from adaptive_cnn.models import AdaptiveCNN, count_parameters
-from adaptive_cnn.training import cpu_name, save_checkpoint
+from adaptive_cnn.runtime import cpu_name
+from adaptive_cnn.checkpoint import save_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import error_text, git_commit   # noqa: E402  (benchmarks/ is not a package)
@@ -196,11 +198,11 @@ def main(argv=None) -> int:
             with torch.inference_mode(): return model(xb_dev).cpu()
         measure('torch_fp32', 'eager, fp32, NCHW, inference_mode; host tensor in, logits out', torch_single, torch_batch)
 
-        # the Predictor's own path: predict_probs with the config's precision and memory format
+        # the Predictor's own path: predict with the config's precision and memory format
         one, many = ImageData(u8_one, torch.zeros(1, dtype=torch.long)), ImageData(u8_batch, torch.zeros(args.batch_size, dtype=torch.long))
-        measure('torch_predictor', f"predict_probs: uint8 in, {t.precision}, {'channels_last' if t.channels_last else 'NCHW'}, probabilities out",
-                lambda: predict_probs(predictor.model, one, pcfg, device),
-                lambda: predict_probs(predictor.model, many, pcfg, device, batch_size=args.batch_size))
+        measure('torch_predictor', f"predict: uint8 in, {t.precision}, {'channels_last' if t.channels_last else 'NCHW'}, probabilities out",
+                lambda: predict(predictor.model, one, pcfg, device, softmax=True).cpu(),
+                lambda: predict(predictor.model, many, pcfg, device, batch_size=args.batch_size, softmax=True).cpu())
 
         # ONNX Runtime on the exported model
         if args.no_onnx: meta['onnx'] = 'skipped (--no-onnx)'

@@ -29,7 +29,8 @@ import torch
 from torch.autograd import DeviceType
 
 import adaptive_cnn
-from adaptive_cnn.config import AdaptiveCNNError, load_config
+from adaptive_cnn.errors import AdaptiveCNNError
+from adaptive_cnn.config import load_config
 from adaptive_cnn.data import load_data, place_data
 from adaptive_cnn.models import count_parameters
 from adaptive_cnn.training import Trainer

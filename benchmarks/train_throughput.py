@@ -34,10 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import adaptive_cnn
-from adaptive_cnn.config import AdaptiveCNNError, load_config
+from adaptive_cnn.errors import AdaptiveCNNError
+from adaptive_cnn.config import load_config
 from adaptive_cnn.data import Dataset, ImageData, epoch_order, iterate_batches, load_data, place_data
 from adaptive_cnn.models import AdaptiveCNN, count_parameters
-from adaptive_cnn.training import Trainer, autocast, build_optimizer, cpu_name
+from adaptive_cnn.training import Trainer, build_optimizer
+from adaptive_cnn.runtime import autocast, cpu_name
 
 
 def parse_args(argv=None):

@@ -1,4 +1,8 @@
-"""Shared helpers for the end-to-end tests of the `adaptive-cnn` command line."""
+"""Shared fixtures and helpers of the tests.
+
+Tests that need the real datasets ask for `data_root` (directly, or through a fixture such as `mnist_one_epoch`): that
+marks them `real_data`, so `pytest -m "not real_data"` runs the rest without $ADAPTIVE_CNN_DATA. Where the data is
+not the point, tests use `tiny_mnist`, a run trained in seconds on synthetic images (`adaptive_cnn.testing`)."""
 import json, os, struct, subprocess, sys
 from pathlib import Path
 
@@ -8,6 +12,29 @@ import pytest
 from adaptive_cnn.cli import main
 
 ERROR_PREFIX = 'adaptive-cnn: error: '
+REAL_DATA_HELP = 'needs the real datasets: $ADAPTIVE_CNN_DATA holding MNIST/ and cifar-10-batches-bin/'
+# test files owned elsewhere whose tests read $ADAPTIVE_CNN_DATA themselves instead of asking for data_root
+READ_THE_VARIABLE = ('test_notebook.py',)
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', f'real_data: {REAL_DATA_HELP}; deselect with -m "not real_data"')
+
+
+def pytest_collection_modifyitems(config, items):
+    "Mark `real_data` every test whose fixtures include `data_root`, however indirectly."
+    for item in items:
+        if 'data_root' in getattr(item, 'fixturenames', ()) or item.path.name in READ_THE_VARIABLE:
+            item.add_marker(pytest.mark.real_data)
+
+
+@pytest.fixture(scope='session')
+def data_root() -> Path:
+    "The real datasets' folder, $ADAPTIVE_CNN_DATA; without it a test fails (it is never skipped), unless deselected."
+    root = os.environ.get('ADAPTIVE_CNN_DATA')
+    if not root or not (Path(root)/'MNIST').is_dir() or not (Path(root)/'cifar-10-batches-bin').is_dir():
+        pytest.fail(f'this test {REAL_DATA_HELP}; set it, or deselect the real-data tests with -m "not real_data"')
+    return Path(root)
 
 
 def _exit_code(code) -> int:
@@ -55,17 +82,42 @@ def error_line(stderr:str) -> str:
 
 
 @pytest.fixture(scope='session')
-def mnist_one_epoch(tmp_path_factory):
+def mnist_one_epoch(tmp_path_factory, data_root):
     "A model trained once per test session for one epoch on 3,000 real MNIST digits: (run folder, config, test split)."
     from adaptive_cnn.config import load_config
     from adaptive_cnn.data import load_data
     from adaptive_cnn.training import Trainer
-    if not os.environ.get('ADAPTIVE_CNN_DATA'): pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
     run = tmp_path_factory.mktemp('mnist_one_epoch')
     cfg = load_config('mnist', ['train.epochs=1', 'train.batch_size=64', 'data.train_subset=3000', 'data.val_size=500',
                                 f'output.dir={json.dumps(str(run))}'])
     trainer = Trainer(cfg, progress=False); trainer.fit(); trainer.close()
     return run, cfg, load_data(cfg).test
+
+
+@pytest.fixture(scope='session')
+def tiny_mnist(tmp_path_factory):
+    """The MNIST config and network trained for 40 steps on synthetic 28×28 bars of 10 classes (`tiny_run`), in seconds
+    and without the real data: (run folder, config, test split of 1,200 images). Its checkpoint fits the built-in
+    config, so `adaptive-cnn evaluate mnist CHECKPOINT` takes it; its data is the run's shapes.npz."""
+    from adaptive_cnn.checkpoint import load_checkpoint, model_from_checkpoint
+    from adaptive_cnn.data import load_data
+    from adaptive_cnn.testing import tiny_run
+    run = tmp_path_factory.mktemp('tiny_mnist')
+    ckpt = tiny_run(run, 'mnist', overrides=(), num_train=1200, num_test=1200, steps=40)
+    _, cfg = model_from_checkpoint(load_checkpoint(ckpt))
+    return run, cfg, load_data(cfg).test
+
+
+def model_weights(path:Path) -> dict:
+    "The weights in the checkpoint at `path`."
+    from adaptive_cnn.checkpoint import load_checkpoint
+    return load_checkpoint(path)['model']
+
+
+def history(run:Path) -> list[dict]:
+    "A run's metrics.jsonl without the timings, which differ from run to run."
+    return [{k: v for k, v in json.loads(line).items() if 'time' not in k and 'per_s' not in k}
+            for line in (run/'metrics.jsonl').read_text(encoding='utf-8').splitlines()]
 
 
 def five_channel_tiff(path:Path, w:int=4, h:int=4, spp:int=5) -> Path:

@@ -7,19 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from adaptive_cnn.adapt import dataset_config, profile_dataset, save_image_folder, save_npz_dataset, suggest_config
+from adaptive_cnn.adapt import dataset_config, profile_dataset, suggest_config
 from adaptive_cnn.config import load_config
 from adaptive_cnn.data import ImageData, load_data, read_mnist_family
-from adaptive_cnn.training import Trainer, rule_precision
+from adaptive_cnn.training import Trainer
+from adaptive_cnn.runtime import rule_precision
+from adaptive_cnn.testing import save_image_folder, save_npz_dataset
 from conftest import error_line
-
-
-@pytest.fixture(scope='module')
-def data_root() -> Path:
-    root = os.environ.get('ADAPTIVE_CNN_DATA')
-    if not root or not (Path(root)/'MNIST').is_dir() or not (Path(root)/'cifar-10-batches-bin').is_dir():
-        pytest.fail('these tests need the real datasets: set ADAPTIVE_CNN_DATA to the folder holding MNIST/ and cifar-10-batches-bin/')
-    return Path(root)
 
 
 @pytest.fixture(scope='module')

@@ -10,9 +10,9 @@ from torchvision.transforms.v2 import AutoAugment, AutoAugmentPolicy, Interpolat
 from torchvision.transforms.v2 import functional as TF
 
 from adaptive_cnn.augment import (AUTOAUGMENT_OPS, AUTOAUGMENT_POLICIES, BatchAugment, apply_autoaugment,
-                                  autoaugment_magnitudes, autoaugment_op, autoaugment_stage, batch_affine, batch_crop,
-                                  batch_cutout, batch_hflip, box_masks, centred_boxes, cutmix, sample_autoaugment,
-                                  sample_beta, sample_cutmix)
+                                  autoaugment_magnitudes, autoaugment_op, autoaugment_stage, batch_affine,
+                                  batch_crop, batch_cutout, batch_hflip, box_masks, centred_boxes, cutmix,
+                                  sample_autoaugment, sample_beta, sample_cutmix)
 from adaptive_cnn.config import AugmentConfig, load_config
 
 CIFAR_FILL = (125, 123, 114)

@@ -15,9 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
-def benchmark_datasets(tmp_path_factory) -> Path:
+def benchmark_datasets(tmp_path_factory, data_root) -> Path:
     "The eight datasets of benchmarks/adapt_datasets.py, written once for this module, with their truth.json."
-    if not os.environ.get('ADAPTIVE_CNN_DATA'): pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
     out = tmp_path_factory.mktemp('adapt_bench')
     subprocess.run([sys.executable, str(REPO/'benchmarks'/'adapt_datasets.py'), str(out)], check=True, capture_output=True, timeout=600)
     return out
@@ -63,9 +62,8 @@ def test_a_budgeted_run_ends_on_time(benchmark_datasets, tmp_path):
     assert load_config(tmp_path/'run'/'config.yaml').train.budget == '30s'
 
 
-def test_the_single_model_validates_sensibly_on_a_small_dataset(tmp_path):
+def test_the_single_model_validates_sensibly_on_a_small_dataset(tmp_path, data_root):
     "3,000 MNIST images at batch 512: 5 steps an epoch, too few for BatchNorm's running averages to keep up without a refresh."
-    if not os.environ.get('ADAPTIVE_CNN_DATA'): pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
     cfg = load_config('mnist', ['data.train_subset=3000', 'data.val_size=1000', 'train.epochs=2', f'output.dir="{tmp_path/"run"}"'])
     trainer = Trainer(cfg, device='cpu', progress=False, echo=False)
     try: results = trainer.fit()

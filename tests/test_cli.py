@@ -184,8 +184,7 @@ def without_extras(*args, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, '-c', WITHOUT_EXTRAS, *map(str, args)], capture_output=True, text=True, timeout=600, **kwargs)
 
 
-def test_a_plain_install_trains_evaluates_and_names_the_missing_extras(tmp_path):
-    if not os.environ.get('ADAPTIVE_CNN_DATA'): pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
+def test_a_plain_install_trains_evaluates_and_names_the_missing_extras(tmp_path, data_root):
     run = tmp_path/'run'
     proc = without_extras('train', 'mnist', '--output-dir', run, '--no-progress', '--set', 'train.epochs=1',
                           '--set', 'data.train_subset=1000', '--set', 'data.val_size=200')

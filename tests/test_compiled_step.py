@@ -19,12 +19,11 @@ STEPS = 4
 
 
 def trainer(tmp_path, compile:bool, data=None, *extra) -> Trainer:
-    if not os.environ.get('ADAPTIVE_CNN_DATA'): pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
     cfg = load_config('cifar10', SMALL + [f'train.compile={str(compile).lower()}', f'output.dir={json.dumps(str(tmp_path))}', *extra])
     return Trainer(cfg, device='cpu', overwrite=True, progress=False, echo=False, data=data)
 
 
-def test_compiled_step_matches_the_eager_step(tmp_path):
+def test_compiled_step_matches_the_eager_step(tmp_path, data_root):
     eager = trainer(tmp_path/'eager', compile=False)
     compiled = trainer(tmp_path/'compiled', compile=True, data=eager.data)
     assert not eager.augment.fixed_shapes and compiled.augment.fixed_shapes
@@ -64,6 +63,6 @@ def test_compiled_step_matches_the_eager_step(tmp_path):
     assert moved > len(start) // 2, moved                # the steps did change the network
 
 
-def test_compiled_epochs_leave_out_the_last_partial_batch(tmp_path):
+def test_compiled_epochs_leave_out_the_last_partial_batch(tmp_path, data_root):
     sizes = [trainer(tmp_path/str(c), c, None, 'data.train_subset=250').images_per_epoch() for c in (False, True)]
     assert sizes == [250, 224]     # 7 full batches of 32; eager keeps the 26 left over as an 8th

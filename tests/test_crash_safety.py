@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from adaptive_cnn.config import load_config
-from adaptive_cnn.training import RUN_FILES, load_checkpoint
-from conftest import cli_subprocess
+from adaptive_cnn.training import RUN_FILES
+from adaptive_cnn.checkpoint import load_checkpoint
+from conftest import cli_subprocess, history, model_weights
 
 # A tiny but real run: 1,024 real MNIST digits, a 5,618-parameter network, 3 epochs of 16 steps with SWA over the last two
 # (so a resume restores the weight average) and the 10,000 test digits at the end: about 2 s of work after 4 s of start-up
@@ -29,7 +30,7 @@ def train_args(out:Path, *extra:str) -> list[str]:
 
 
 def child_env() -> dict:
-    if not os.environ.get('ADAPTIVE_CNN_DATA'): pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
+    "The environment of a run (the tests that start one ask for `data_root`, through `reference`)."
     return dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')   # the same run on any machine
 
 
@@ -47,18 +48,8 @@ def resume(out:Path) -> subprocess.CompletedProcess:
     return cli_subprocess(*train_args(out, '--resume'), env=child_env())
 
 
-def model_weights(path:Path) -> dict:
-    return load_checkpoint(path)['model']
-
-
-def history(out:Path) -> list[dict]:
-    "metrics.jsonl without the timings, which differ from run to run."
-    return [{k: v for k, v in json.loads(line).items() if 'time' not in k and 'per_s' not in k}
-            for line in (out/'metrics.jsonl').read_text(encoding='utf-8').splitlines()]
-
-
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, data_root):
     "One uninterrupted run: its folder and the time from its log's 'training' line to its end (epochs, SWA, test, writes)."
     out = tmp_path_factory.mktemp('crash_safety')/'reference'
     child = start_run(out)

@@ -1,4 +1,5 @@
-"""The data layer on the real datasets (from $ADAPTIVE_CNN_DATA) and on small folders and archives made from them."""
+"""The data layer on the real datasets (from $ADAPTIVE_CNN_DATA), and on small folders and archives made from them or
+(where the images are not the point) from synthetic ones."""
 import gzip, json, os, pickle, shutil
 from pathlib import Path
 
@@ -8,20 +9,13 @@ import torch
 from PIL import Image
 
 from adaptive_cnn.config import load_config
-from adaptive_cnn.data import (CIFAR10_BIN, CIFAR10_PY, DataError, channel_stats, load_data, read_cifar10,
-                               read_mnist_family, read_dataset)
+from adaptive_cnn.data import (CIFAR10_BIN, CIFAR10_PY, channel_stats, load_data, read_cifar10, read_mnist_family,
+                               read_dataset)
+from adaptive_cnn.errors import DataError
 from conftest import error_line
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]   # shared/data/README.md
 CIFAR_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
-
-
-@pytest.fixture(scope='session')
-def data_root() -> Path:
-    root = os.environ.get('ADAPTIVE_CNN_DATA')
-    if not root or not (Path(root)/'MNIST').is_dir():
-        pytest.fail('these tests need the real datasets: set ADAPTIVE_CNN_DATA to the folder holding MNIST/ and cifar-10-batches-bin/')
-    return Path(root)
 
 
 @pytest.fixture(scope='session')
@@ -32,6 +26,13 @@ def mnist(data_root):
 @pytest.fixture(scope='session')
 def cifar(data_root):
     return read_cifar10(data_root, download=False)
+
+
+@pytest.fixture(scope='session')
+def shapes():
+    "Synthetic 28×28 grey images of 10 classes, 30 a class, in MNIST's layout: for tests of folders, not of digits."
+    from adaptive_cnn.testing import shapes_dataset
+    return shapes_dataset(num_train=300, num_test=50, num_classes=10)
 
 
 # ---- real MNIST ---------------------------------------------------------------------------------------------------
@@ -123,7 +124,8 @@ def test_cifar10_both_layouts_give_identical_tensors(cifar, tmp_path, monkeypatc
 # ---- image folders and npz made from real images ------------------------------------------------------------------
 
 def _save_digits(mnist, folder: Path, per_class=6, classes=range(5), size=None, fmt='png'):
-    "Real MNIST training digits as image files, one subfolder per class; returns the saved arrays by class."
+    """Training images of `mnist` (real MNIST, or synthetic ones in its layout) as image files, one subfolder per class;
+    returns the saved arrays by class."""
     saved = {}
     for c in classes:
         (folder/str(c)).mkdir(parents=True, exist_ok=True)
@@ -155,9 +157,9 @@ def test_image_folder_with_train_and_test_at_56px(mnist, tmp_path):
     assert 0.05 < ds.data.mean[0] < 0.3 and ds.data.std[0] > 0.1        # digits: mostly dark background
 
 
-def test_mixed_sizes_are_resized_with_a_note(mnist, tmp_path):
-    _save_digits(mnist, tmp_path/'mixed', per_class=4, classes=range(3))
-    _save_digits(mnist, tmp_path/'mixed', per_class=1, classes=range(3), size=(40, 36))   # overwrites 000.png of each class
+def test_mixed_sizes_are_resized_with_a_note(shapes, tmp_path):
+    _save_digits(shapes, tmp_path/'mixed', per_class=4, classes=range(3))
+    _save_digits(shapes, tmp_path/'mixed', per_class=1, classes=range(3), size=(40, 36))   # overwrites 000.png of each class
     raw = read_dataset(load_config(None, [f'data.dataset={json.dumps(str(tmp_path/"mixed"))}']).data)
     assert raw.train.images.shape == (12, 1, 28, 28)
     assert any('3 of 12 images were resized to 28×28' in n for n in raw.notes), raw.notes
@@ -224,8 +226,8 @@ def _bad_folder_cases(tmp_path, mnist):
 
 @pytest.mark.parametrize('case', ['empty-folder', 'no-class-subfolders', 'truncated-image', 'empty-class-folder',
                                   'npz-label-out-of-range', 'npz-length-mismatch', 'npz-not-uint8', 'unknown-dataset'])
-def test_bad_data_is_one_line_error(case, tmp_path, mnist, run_cli):
-    data, expected = _bad_folder_cases(tmp_path, mnist)[case]
+def test_bad_data_is_one_line_error(case, tmp_path, shapes, run_cli):
+    data, expected = _bad_folder_cases(tmp_path, shapes)[case]
     code, out, err = run_cli('profile', str(data))
     assert code == 2 and out == ''
     line = error_line(err)
@@ -250,15 +252,15 @@ def test_corrupt_cifar_batch_is_named(cifar, data_root, tmp_path):
         read_cifar10(tmp_path, download=False)
 
 
-def test_train_subset_is_stratified_on_class_ordered_data(mnist, tmp_path):
-    _save_digits(mnist, tmp_path/'ordered', per_class=20, classes=range(5))       # read class by class: 0,0,...,4,4
+def test_train_subset_is_stratified_on_class_ordered_data(shapes, tmp_path):
+    _save_digits(shapes, tmp_path/'ordered', per_class=20, classes=range(5))       # read class by class: 0,0,...,4,4
     cfg = load_config(None, [f'data.dataset={json.dumps(str(tmp_path/"ordered"))}', 'data.val_size=10', 'data.train_subset=20'])
     ds = load_data(cfg)
     assert len(ds.train) == 20 and ds.train.class_counts(5) == [4] * 5
 
 
-def test_statistics_of_the_wrong_length_for_the_data(mnist, tmp_path, run_cli):
-    _save_digits(mnist, tmp_path/'gray', per_class=10, classes=range(2))
+def test_statistics_of_the_wrong_length_for_the_data(shapes, tmp_path, run_cli):
+    _save_digits(shapes, tmp_path/'gray', per_class=10, classes=range(2))
     code, out, err = run_cli('profile', str(tmp_path/'gray'), '--set', 'data.mean=[0.5,0.5,0.5]', '--set', 'data.std=[0.2,0.2,0.2]')
     assert code == 2 and 'data.mean has 3 values but the images have 1 channels' in error_line(err)
 

@@ -10,9 +10,11 @@ from torch.optim.swa_utils import update_bn
 
 from adaptive_cnn.config import load_config
 from adaptive_cnn.data import load_data, iterate_batches, normalize
-from adaptive_cnn.distributed import _sync_bn_worker
-from adaptive_cnn.training import BN_REFRESH_BATCH, load_checkpoint, model_from_checkpoint, autocast
-from conftest import error_line
+from adaptive_cnn.training import BN_REFRESH_BATCH
+from adaptive_cnn.checkpoint import load_checkpoint, model_from_checkpoint
+from adaptive_cnn.runtime import autocast
+from adaptive_cnn.testing import sync_bn_worker
+from conftest import error_line, history, model_weights
 
 # Augmentation, dropout and SWA off, fp32, contiguous layout (the CPU's channels_last fp32 convolutions are less exact),
 # deterministic kernels: only the process layout differs. Plain SGD at a small learning rate: at the recipe's rates
@@ -26,15 +28,10 @@ PLAIN = ['train.epochs=1', 'train.precision=fp32', 'train.channels_last=false', 
          'data.train_subset=1280', 'data.val_size=200']
 
 
-def data_root() -> str:
-    root = os.environ.get('ADAPTIVE_CNN_DATA')
-    if not root: pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
-    return root
-
-
-def train(out:Path, *args, timeout=600) -> subprocess.CompletedProcess:
-    "`python -m adaptive_cnn train mnist --output-dir out *args`, checked for success."
-    cmd = [sys.executable, '-m', 'adaptive_cnn', 'train', 'mnist', '--output-dir', str(out), '--no-progress', '--data-root', data_root()]
+def train(data_root:Path, out:Path, *args, timeout=600) -> subprocess.CompletedProcess:
+    "`python -m adaptive_cnn train mnist --output-dir out --data-root data_root *args`, checked for success."
+    cmd = [sys.executable, '-m', 'adaptive_cnn', 'train', 'mnist', '--output-dir', str(out), '--no-progress',
+           '--data-root', str(data_root)]
     proc = subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -44,19 +41,9 @@ def sets(*overrides) -> list[str]:
     return [a for o in overrides for a in ('--set', o)]
 
 
-def model_weights(path:Path) -> dict:
-    return load_checkpoint(path)['model']
-
-
-def history(run:Path) -> list[dict]:
-    "metrics.jsonl without the timings."
-    return [{k: v for k, v in json.loads(l).items() if 'time' not in k and 'per_s' not in k}
-            for l in (run/'metrics.jsonl').read_text().splitlines()]
-
-
-def test_two_processes_of_32_match_one_process_of_64(tmp_path):
-    train(tmp_path/'one', *sets(*PLAIN, 'train.batch_size=64'))
-    train(tmp_path/'two', '--num-procs', 2, *sets(*PLAIN, 'train.batch_size=32'))
+def test_two_processes_of_32_match_one_process_of_64(tmp_path, data_root):
+    train(data_root, tmp_path/'one', *sets(*PLAIN, 'train.batch_size=64'))
+    train(data_root, tmp_path/'two', '--num-procs', 2, *sets(*PLAIN, 'train.batch_size=32'))
     one, two = model_weights(tmp_path/'one'/'checkpoints'/'last.pth'), model_weights(tmp_path/'two'/'checkpoints'/'last.pth')
     assert one.keys() == two.keys()
     assert load_checkpoint(tmp_path/'two'/'checkpoints'/'last.pth')['step'] == 20          # 20 optimiser steps each
@@ -78,7 +65,7 @@ def test_two_processes_of_32_match_one_process_of_64(tmp_path):
 def test_sync_batchnorm_on_cpu_matches_batchnorm_on_the_whole_batch(tmp_path):
     x, w = torch.randn(8, 3, 5, 5) * 3 + 1, torch.randn(8, 3, 5, 5)
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    mp.spawn(_sync_bn_worker, args=(2, port, x, w, str(tmp_path/'out')), nprocs=2)
+    mp.spawn(sync_bn_worker, args=(2, port, x, w, str(tmp_path/'out')), nprocs=2)
     parts = [torch.load(tmp_path/f'out.{r}') for r in range(2)]
     ref_x = x.clone().requires_grad_()
     ref = nn.BatchNorm2d(3).train()
@@ -90,9 +77,9 @@ def test_sync_batchnorm_on_cpu_matches_batchnorm_on_the_whole_batch(tmp_path):
         torch.testing.assert_close(p['var'], ref.running_var, atol=1e-5, rtol=1e-5)
 
 
-def test_num_procs_run_writes_one_set_of_artefacts_covering_every_sample(tmp_path):
+def test_num_procs_run_writes_one_set_of_artefacts_covering_every_sample(tmp_path, data_root):
     out = tmp_path/'run'
-    proc = train(out, '--num-procs', 2, *sets('train.epochs=1', 'data.train_subset=4000'))
+    proc = train(data_root, out, '--num-procs', 2, *sets('train.epochs=1', 'data.train_subset=4000'))
     assert proc.stdout.count('results in') == 1 and proc.stdout.count('epoch   1/1') == 1   # rank 0 reports, once
     tensorboard = ['tensorboard'] if importlib.util.find_spec('tensorboard') else []   # rank 0's event files
     assert sorted(p.name for p in out.iterdir()) == sorted(['checkpoints', 'config.yaml', 'environment.json', 'metrics.jsonl',
@@ -138,13 +125,13 @@ def worker_pids(parent:int) -> dict[int, int]:
     return ranks
 
 
-def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_end(tmp_path):
+def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_end(tmp_path, data_root):
     args = ['--num-procs', 2, *sets('train.epochs=3', 'train.batch_size=64', 'data.train_subset=3000', 'data.val_size=400',
                                      'train.deterministic=true')]
-    train(tmp_path/'whole', *args)
+    train(data_root, tmp_path/'whole', *args)
     run = tmp_path/'killed'
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '--max-restarts', '1',
-           '-m', 'adaptive_cnn', 'train', 'mnist', '--output-dir', str(run), '--no-progress', '--data-root', data_root(),
+           '-m', 'adaptive_cnn', 'train', 'mnist', '--output-dir', str(run), '--no-progress', '--data-root', str(data_root),
            *map(str, args)]
     # torchrun's rendezvous store, shared with the workers, can hand restarted gloo workers the addresses of the dead
     # ones (pytorch/pytorch#135712); `adaptive-cnn train --max-restarts` sets this for its own launches
@@ -170,12 +157,12 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_end(tmp_pa
 
 
 def test_two_processes_draw_different_augmentations_and_repeat_them(tmp_path):
-    from adaptive_cnn.training import epoch_generator
+    from adaptive_cnn.runtime import seeded_generator
     from adaptive_cnn.augment import BatchAugment
     cfg = load_config('mnist')
     aug = BatchAugment(cfg.augment, 10, fill=(33,))
     images, labels = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8), torch.arange(16) % 10
-    draw = lambda rank: aug(images, labels, epoch_generator(42, 3, rank))[0]
+    draw = lambda rank: aug(images, labels, seeded_generator(42, 'augment', 3, rank))[0]
     assert torch.equal(draw(0), draw(0)) and torch.equal(draw(1), draw(1))
     assert not torch.equal(draw(0), draw(1))
 

@@ -279,3 +279,15 @@ def test_plain_nbdev_proc_nbs_would_install(tiny_project):
                    cwd=root, capture_output=True, timeout=600)
     called = log.read_text()
     assert 'sudo ' in called and 'pip install -e' in called, called
+
+
+def test_every_public_trainer_method_is_documented():
+    "Methods are attached with fastcore's @patch, so nbdev's index (what show_doc and the docs use) lists each one."
+    from adaptive_cnn._modidx import d
+    from adaptive_cnn.training import Trainer
+    syms = d['syms']['adaptive_cnn.training']
+    public = [m for m in vars(Trainer) if not m.startswith('_') and callable(getattr(Trainer, m))]
+    assert {'fit', 'train_epoch', 'validate', 'interrupt', 'out_of_memory', 'state'} <= set(public)
+    assert [m for m in public if f'adaptive_cnn.training.Trainer.{m}' not in syms] == []
+    assert [m for m in public if not (getattr(Trainer, m).__doc__ or '').strip()] == []
+    assert syms['adaptive_cnn.training.Trainer.fit'][0] == 'training.html#trainer.fit'

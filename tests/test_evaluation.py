@@ -1,4 +1,5 @@
-"""`adaptive-cnn evaluate` on a model trained on real MNIST: files, metrics against scikit-learn, TTA, errors."""
+"""`adaptive-cnn evaluate` on a model trained on real MNIST (files, metrics against scikit-learn, a run folder) and on a
+model of the MNIST network trained on synthetic images (TTA, errors)."""
 import importlib.util, json, os
 
 import numpy as np
@@ -8,19 +9,14 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from adaptive_cnn.data import load_data
-from adaptive_cnn.evaluation import FIGURES, SUMMARY_KEYS, predict_probs, tta_views
-from adaptive_cnn.training import load_checkpoint, model_from_checkpoint, predict_logits
+from adaptive_cnn.evaluation import FIGURES, SUMMARY_KEYS
+from adaptive_cnn.predict import predict, tta_views
+from adaptive_cnn.checkpoint import load_checkpoint, model_from_checkpoint
 from conftest import error_line
 
 
-@pytest.fixture
-def trained(mnist_one_epoch):
-    "(run folder, config) of the session's one-epoch MNIST model."
-    return mnist_one_epoch[:2]
-
-
-def test_evaluate_writes_metrics_figures_and_report(trained, run_cli):
-    run, cfg = trained
+def test_evaluate_writes_metrics_figures_and_report(mnist_one_epoch, run_cli):
+    run, cfg, _ = mnist_one_epoch
     ckpt = run/'checkpoints'/'best_model.pth'
     code, out, err = run_cli('evaluate', 'mnist', ckpt)
     assert code == 0, err
@@ -41,7 +37,7 @@ def test_evaluate_writes_metrics_figures_and_report(trained, run_cli):
     # every number agrees with scikit-learn on the predictions, recomputed independently from the checkpoint
     model, _ = model_from_checkpoint(load_checkpoint(ckpt))
     ds = load_data(cfg)
-    logits = predict_logits(model, ds.test, cfg.data.mean, cfg.data.std, 1024)
+    logits = predict(model, ds.test, cfg, batch_size=1024)
     probs = logits.double().softmax(1).numpy()
     y = ds.test.labels.numpy(); pred = logits.argmax(1).numpy()
     assert m['accuracy'] == skm.accuracy_score(y, pred)
@@ -54,8 +50,8 @@ def test_evaluate_writes_metrics_figures_and_report(trained, run_cli):
     assert [v['support'] for v in m['per_class'].values()] == np.bincount(y).tolist()
 
 
-def test_tta_averages_the_views_softmax(trained, run_cli, tmp_path):
-    run, cfg = trained
+def test_tta_averages_the_views_softmax(tiny_mnist, run_cli, tmp_path):
+    run, cfg, _ = tiny_mnist
     ckpt = run/'checkpoints'/'best_model.pth'
     code, out, err = run_cli('evaluate', 'mnist', ckpt, '--tta', '--output-dir', tmp_path)
     assert code == 0, err
@@ -66,7 +62,7 @@ def test_tta_averages_the_views_softmax(trained, run_cli, tmp_path):
     model, _ = model_from_checkpoint(load_checkpoint(ckpt))
     ds = load_data(cfg)
     images = ds.test[torch.arange(64)]
-    averaged = predict_probs(model, images, cfg, tta=True)
+    averaged = predict(model, images, cfg, tta=True)
     fill = round(255 * cfg.data.mean[0])
     by_hand = 0
     for dy, dx, mirror in tta_views(cfg.augment):
@@ -74,13 +70,13 @@ def test_tta_averages_the_views_softmax(trained, run_cli, tmp_path):
         h, w = moved.shape[-2:]
         moved[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = images.images[..., max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
         from adaptive_cnn.data import ImageData
-        by_hand = by_hand + predict_logits(model, ImageData(moved, images.labels), cfg.data.mean, cfg.data.std).softmax(1)
+        by_hand = by_hand + predict(model, ImageData(moved, images.labels), cfg).softmax(1)
     torch.testing.assert_close(averaged, by_hand / 5, atol=1e-5, rtol=1e-4)
-    assert not torch.allclose(averaged, predict_probs(model, images, cfg), atol=1e-3)   # the views do change something
+    assert not torch.allclose(averaged, predict(model, images, cfg, softmax=True), atol=1e-3)   # the views do change something
 
 
-def test_evaluate_with_another_architecture_names_the_layer(trained, run_cli, tmp_path):
-    run, _ = trained
+def test_evaluate_with_another_architecture_names_the_layer(tiny_mnist, run_cli, tmp_path):
+    run, _, _ = tiny_mnist
     code, out, err = run_cli('evaluate', 'mnist', run/'checkpoints'/'best_model.pth', '--set', 'model.classifier_hidden=32',
                              '--output-dir', tmp_path)
     assert code == 2 and 'classifier.0.weight has shape [64, 128] in the checkpoint but [32, 128] in the model' in error_line(err)
@@ -98,8 +94,8 @@ def test_evaluate_refuses_unsafe_and_missing_checkpoints(run_cli, tmp_path):
     assert not (tmp_path/'pwned').exists()
 
 
-def test_evaluate_a_run_folder_with_its_own_config(trained, run_cli, tmp_path):
-    run, _ = trained
+def test_evaluate_a_run_folder_with_its_own_config(mnist_one_epoch, run_cli, tmp_path):
+    run, _, _ = mnist_one_epoch
     code, out, err = run_cli('evaluate', run, '--output-dir', tmp_path/'short')                  # no CONFIG
     assert code == 0, err
     code, out, err = run_cli('evaluate', 'mnist', run/'checkpoints'/'best_model.pth', '--output-dir', tmp_path/'long')
@@ -109,11 +105,11 @@ def test_evaluate_a_run_folder_with_its_own_config(trained, run_cli, tmp_path):
     assert short['accuracy'] == long['accuracy'] > 0.5 and short['confusion_matrix'] == long['confusion_matrix']
 
 
-def test_print_config_prints_the_resolved_yaml_and_does_nothing_else(trained, run_cli, tmp_path):
+def test_print_config_prints_the_resolved_yaml_and_does_nothing_else(mnist_one_epoch, run_cli, tmp_path):
     import yaml
     from dataclasses import asdict
     from adaptive_cnn.config import load_config
-    run, _ = trained
+    run, _, _ = mnist_one_epoch
     before = sorted(p.relative_to(run) for p in run.rglob('*'))
     code, out, err = run_cli('evaluate', run, '--print-config', '--set', 'train.seed=7')
     assert code == 0 and err == '', err

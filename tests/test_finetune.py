@@ -8,10 +8,11 @@ import pytest
 import torch
 import yaml
 
-from adaptive_cnn.adapt import save_npz_dataset
 from adaptive_cnn.config import load_config
 from adaptive_cnn.data import ImageData
-from adaptive_cnn.training import Trainer, load_checkpoint, model_from_checkpoint
+from adaptive_cnn.training import Trainer
+from adaptive_cnn.checkpoint import load_checkpoint, model_from_checkpoint
+from adaptive_cnn.testing import save_npz_dataset
 from conftest import error_line
 
 SMALL = ['data.image_size=null', 'data.mean=null', 'data.std=null', 'data.classes=null', 'data.num_classes=null',
@@ -72,7 +73,7 @@ def test_init_from_on_the_command_line(mnist_one_epoch, tmp_path, run_cli):
     assert code != 0 and 'train.freeze_epochs = 2 needs train.init_from' in error_line(err)
 
 
-def test_ema_on_real_mnist(tmp_path):
+def test_ema_on_real_mnist(tmp_path, data_root):
     cfg = load_config('mnist', ['data.train_subset=2000', 'data.val_size=500', 'train.epochs=3', 'train.steps_per_epoch=10',
                                 'train.batch_size=64', 'train.ema_decay=0.9', 'train.swa_start=null', f'output.dir={tmp_path/"ema"}'])
     first = Trainer(cfg, progress=False)

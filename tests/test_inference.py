@@ -1,4 +1,5 @@
-"""Grad-CAM on a model trained on real MNIST, and `adaptive-cnn test` on image files: photos, folders, bad files."""
+"""Grad-CAM on a model trained on real MNIST, and `adaptive-cnn test` on image files: photos, folders, bad files. Where
+the digits are not the point, the model is the MNIST network trained on synthetic images (`tiny_mnist`)."""
 import io, json, struct, zlib
 
 import numpy as np
@@ -9,20 +10,19 @@ from PIL import Image
 from adaptive_cnn.data import normalize
 from adaptive_cnn.interpret import class_activation_maps, cam_focus, CAM_METHODS
 from adaptive_cnn.models import AdaptiveCNN
-from adaptive_cnn.training import load_checkpoint, model_from_checkpoint
+from adaptive_cnn.checkpoint import load_checkpoint, model_from_checkpoint
 from conftest import error_line, five_channel_tiff
 
 
-@pytest.fixture
-def trained(mnist_one_epoch):
-    "(checkpoint, config, test split) of the session's one-epoch MNIST model."
-    run, cfg, test = mnist_one_epoch
-    return run/'checkpoints'/'best_model.pth', cfg, test
+def checkpoint_of(run) -> tuple:
+    "(checkpoint, config, test split) of a session's trained run: `mnist_one_epoch` (real MNIST) or `tiny_mnist`."
+    folder, cfg, test = run
+    return folder/'checkpoints'/'best_model.pth', cfg, test
 
 
 @pytest.mark.parametrize('method', list(CAM_METHODS))
-def test_cam_maps_have_the_input_size_and_unit_range(trained, method):
-    ckpt, cfg, test = trained
+def test_cam_maps_have_the_input_size_and_unit_range(tiny_mnist, method):
+    ckpt, cfg, test = checkpoint_of(tiny_mnist)
     model, _ = model_from_checkpoint(load_checkpoint(ckpt))
     x = normalize(test.images[:6], cfg.data.mean, cfg.data.std)
     maps, classes = class_activation_maps(model, x, method=method)
@@ -30,8 +30,8 @@ def test_cam_maps_have_the_input_size_and_unit_range(trained, method):
     assert classes == model.eval()(x).argmax(1).tolist()
 
 
-def test_trained_model_looks_at_the_digit(trained):
-    ckpt, cfg, test = trained
+def test_trained_model_looks_at_the_digit(mnist_one_epoch):
+    ckpt, cfg, test = checkpoint_of(mnist_one_epoch)
     model, _ = model_from_checkpoint(load_checkpoint(ckpt))
     sample = test[torch.arange(300)]
     x = normalize(sample.images, cfg.data.mean, cfg.data.std)
@@ -49,8 +49,8 @@ def photo(digit:np.ndarray, path):
     return path
 
 
-def test_a_photographed_digit_is_inverted_and_classified(trained, run_cli, tmp_path):
-    ckpt, cfg, test = trained
+def test_a_photographed_digit_is_inverted_and_classified(mnist_one_epoch, run_cli, tmp_path):
+    ckpt, cfg, test = checkpoint_of(mnist_one_epoch)
     files = [photo(test.images[i, 0].numpy(), tmp_path/f'digit_{i}.jpg') for i in range(30)]
     code, out, err = run_cli('test', 'mnist', ckpt, *files, '--json')
     assert code == 0, err
@@ -81,8 +81,8 @@ def zero_width_png(path):
     return path
 
 
-def test_a_folder_run_goes_past_bad_files_and_lists_them(trained, run_cli, tmp_path):
-    ckpt, cfg, test = trained
+def test_a_folder_run_goes_past_bad_files_and_lists_them(tiny_mnist, run_cli, tmp_path):
+    ckpt, cfg, test = checkpoint_of(tiny_mnist)
     folder = tmp_path/'images'; folder.mkdir()
     photo(test.images[0, 0].numpy(), folder/'a_good.jpg')
     Image.fromarray(test.images[1, 0].numpy()).save(folder/'b_good.png')
@@ -110,8 +110,8 @@ def test_a_folder_run_goes_past_bad_files_and_lists_them(trained, run_cli, tmp_p
     (lambda p: (p.write_text('hello'), p)[1], 'not an image Pillow can read'),
     (lambda p: (Image.fromarray(np.zeros((9000, 9000), np.uint8)).save(p, 'PNG'), p)[1], 'over the decoded-pixel limit'),
 ])
-def test_one_bad_image_is_one_line_and_exit_2(trained, run_cli, tmp_path, make, message):
-    ckpt, _, _ = trained
+def test_one_bad_image_is_one_line_and_exit_2(tiny_mnist, run_cli, tmp_path, make, message):
+    ckpt, _, _ = checkpoint_of(tiny_mnist)
     path = make(tmp_path/'image.png')
     code, out, err = run_cli('test', 'mnist', ckpt, path)
     assert code == 2 and out == ''
@@ -120,8 +120,8 @@ def test_one_bad_image_is_one_line_and_exit_2(trained, run_cli, tmp_path, make, 
 
 
 @pytest.mark.parametrize('fmt', ['onnx', 'torchscript'])
-def test_export_matches_pytorch_on_real_images(trained, run_cli, tmp_path, fmt):
-    ckpt, cfg, test = trained
+def test_export_matches_pytorch_on_test_images(tiny_mnist, run_cli, tmp_path, fmt):
+    ckpt, cfg, test = checkpoint_of(tiny_mnist)
     out = tmp_path/f'model.{fmt}'
     code, stdout, err = run_cli('export', 'mnist', ckpt, '--format', fmt, '--out', out)
     assert code == 0, err
@@ -134,8 +134,8 @@ def test_export_matches_pytorch_on_real_images(trained, run_cli, tmp_path, fmt):
     assert (run_exported(out, fmt, x) - expected).abs().max() < 1e-4
 
 
-def test_export_errors_are_one_line(trained, run_cli, tmp_path):
-    ckpt, _, _ = trained
+def test_export_errors_are_one_line(tiny_mnist, run_cli, tmp_path):
+    ckpt, _, _ = checkpoint_of(tiny_mnist)
     (tmp_path/'afile').write_text('x')
     code, out, err = run_cli('export', 'mnist', ckpt, '--format', 'onnx', '--out', tmp_path/'afile'/'m.onnx')
     assert code == 2 and f'its folder is not writable ({tmp_path}/afile is a file); choose another --out' in error_line(err)
@@ -145,10 +145,10 @@ def test_export_errors_are_one_line(trained, run_cli, tmp_path):
 
 
 @pytest.mark.parametrize('suffix', ['.png', '.jpg', '.bmp', '.gif', '.tiff', '.webp'])
-def test_every_supported_format_is_read_and_preprocessed(trained, tmp_path, suffix):
+def test_every_supported_format_is_read_and_preprocessed(tiny_mnist, tmp_path, suffix):
     from adaptive_cnn.inference import read_image
     from adaptive_cnn.data import image_tensor
-    _, cfg, test = trained
+    _, cfg, test = checkpoint_of(tiny_mnist)
     path = tmp_path/f'digit{suffix}'
     Image.fromarray(test.images[0, 0].numpy()).convert('RGB').save(path)
     x = image_tensor(read_image(path), cfg.data)
@@ -157,10 +157,11 @@ def test_every_supported_format_is_read_and_preprocessed(trained, tmp_path, suff
     assert (x[0, 0].int() - test.images[0, 0].int()).abs().float().mean() <= tolerance / 10
 
 
-def test_unexpected_channel_counts_and_depths(trained, tmp_path):
-    from adaptive_cnn.inference import read_image, ImageError
+def test_unexpected_channel_counts_and_depths(tiny_mnist, tmp_path):
+    from adaptive_cnn.inference import read_image
+    from adaptive_cnn.errors import ImageError
     from adaptive_cnn.data import image_tensor
-    _, cfg, test = trained
+    _, cfg, test = checkpoint_of(tiny_mnist)
     with pytest.raises(ImageError, match='1 to 4 channels'): read_image(five_channel_tiff(tmp_path/'five.tif'))
     with pytest.raises(ImageError, match='floating-point images are not supported'):
         Image.fromarray(np.zeros((8, 8), np.float32)).save(tmp_path/'float.tif'); read_image(tmp_path/'float.tif')
@@ -174,8 +175,8 @@ def test_unexpected_channel_counts_and_depths(trained, tmp_path):
         assert torch.equal(image_tensor(read_image(tmp_path/f'{mode}.png'), cfg.data)[0, 0], test.images[0, 0])
 
 
-def test_predict_takes_a_run_folder(trained, run_cli, tmp_path):
-    ckpt, cfg, test = trained
+def test_predict_takes_a_run_folder(tiny_mnist, run_cli, tmp_path):
+    ckpt, cfg, test = checkpoint_of(tiny_mnist)
     files = [photo(test.images[i, 0].numpy(), tmp_path/f'digit_{i}.jpg') for i in range(5)]
     code, out, err = run_cli('predict', ckpt.parent.parent, *files, '--json')              # the run folder, no CONFIG
     assert code == 0, err

@@ -29,8 +29,7 @@ def _train(out, batch_size, *extra):
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='RLIMIT_AS and /proc/self/status are Linux')
-def test_a_batch_size_too_large_names_the_one_that_fits(tmp_path):
-    if not os.environ.get('ADAPTIVE_CNN_DATA'): pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
+def test_a_batch_size_too_large_names_the_one_that_fits(tmp_path, data_root):
     run = tmp_path/'run'
     p = _train(run, 4096)
     assert p.returncode == 1, p.stderr

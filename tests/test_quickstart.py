@@ -67,10 +67,9 @@ def bash(script:str, cwd:Path, env:dict, timeout:int, check:bool=True, trace:boo
 
 
 @pytest.fixture(scope='module')
-def quickstart(tmp_path_factory):
+def quickstart(tmp_path_factory, data_root):
     "The quick start, run in a fresh copy of the repository: (base folder, repository, its output)."
-    data = os.environ.get('ADAPTIVE_CNN_DATA')
-    if not data: pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets (MNIST/raw/, cifar-10-batches-bin/)')
+    data = str(data_root)
     script = readme_block('quickstart')
     base = tmp_path_factory.mktemp('quickstart')
     try:

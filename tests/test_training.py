@@ -6,20 +6,21 @@ import torch
 
 from adaptive_cnn.config import load_config
 from adaptive_cnn.data import load_data
-from adaptive_cnn.training import Trainer, TrainingError, load_checkpoint, save_checkpoint
+from adaptive_cnn.training import Trainer
+from adaptive_cnn.errors import TrainingError
+from adaptive_cnn.checkpoint import load_checkpoint, save_checkpoint
 from conftest import error_line
 
 
 def small_mnist(tmp_path, *extra):
-    root = os.environ.get('ADAPTIVE_CNN_DATA')
-    if not root: pytest.fail('set ADAPTIVE_CNN_DATA to the folder holding the real datasets')
+    "The MNIST recipe on 512 real digits (tests using it ask for `data_root`, through `mnist_data`)."
     return load_config('mnist', ['data.train_subset=512', 'data.val_size=256', 'train.batch_size=64', 'train.epochs=4',
                                  'train.swa_start=0.5', 'train.deterministic=true', f'output.dir={json.dumps(str(tmp_path))}',
                                  *extra])
 
 
 @pytest.fixture(scope='module')
-def mnist_data(tmp_path_factory):
+def mnist_data(tmp_path_factory, data_root):
     return load_data(small_mnist(tmp_path_factory.mktemp('data')))
 
 
@@ -75,7 +76,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(tmp_path, 
 
 CHILD = r'''
 import sys, torch
-from adaptive_cnn.training import save_checkpoint
+from adaptive_cnn.checkpoint import save_checkpoint
 state = {"model": {"w": torch.randn(4_000_000)}, "config": {}}
 print("ready", flush=True)
 while True: save_checkpoint(state, sys.argv[1])
@@ -98,7 +99,7 @@ def test_killed_while_writing_leaves_a_loadable_checkpoint(tmp_path):
 
 # ---- through the command line ---------------------------------------------------------------------------------
 
-def test_cli_train_writes_every_artefact_then_evaluate_agrees(tmp_path, run_cli):
+def test_cli_train_writes_every_artefact_then_evaluate_agrees(tmp_path, run_cli, data_root):
     out = tmp_path/'run'
     args = ['mnist', '--output-dir', str(out), '--no-progress', '--set', 'train.epochs=2', '--set', 'data.train_subset=512',
             '--set', 'data.val_size=256', '--set', 'train.batch_size=128']
@@ -127,7 +128,7 @@ def test_cli_train_writes_every_artefact_then_evaluate_agrees(tmp_path, run_cli)
     assert code == 2 and 'stem.0.0.weight has shape [32, 1, 3, 3] in the checkpoint but [64, 1, 3, 3]' in error_line(err)
 
 
-def test_cli_cifar10_smoke_run_with_autoaugment_cutmix_and_swa(tmp_path, run_cli):
+def test_cli_cifar10_smoke_run_with_autoaugment_cutmix_and_swa(tmp_path, run_cli, data_root):
     out = tmp_path/'cifar'
     code, stdout, err = run_cli('train', 'cifar10', '--output-dir', str(out), '--no-progress', '--set', 'train.epochs=2',
                                 '--set', 'data.train_subset=256', '--set', 'data.val_size=200', '--set', 'train.batch_size=128')
@@ -161,10 +162,10 @@ def test_overwrite_starts_clean_and_stale_temporary_files_go(tmp_path, mnist_dat
     assert not list((tmp_path/'checkpoints').glob('.*.tmp'))
 
 
-def test_resume_reads_data_from_the_new_root(tmp_path, mnist_data):
+def test_resume_reads_data_from_the_new_root(tmp_path, mnist_data, data_root):
     cfg = small_mnist(tmp_path, 'train.epochs=2')
     first = Trainer(cfg, progress=False, data=mnist_data); first.fit(until_epoch=1); first.close()
-    elsewhere = os.environ['ADAPTIVE_CNN_DATA'].rstrip('/') + '/./'          # the same folder, named differently
+    elsewhere = str(data_root).rstrip('/') + '/./'          # the same folder, named differently
     moved = load_config('mnist', [f'output.dir={json.dumps(str(tmp_path))}', f'data.root={json.dumps(elsewhere)}'])
     second = Trainer(moved, resume=True, progress=False)                       # reads the data from the new root
     assert second.cfg.data.root == elsewhere and second.cfg.train.epochs == 2   # root from this call, recipe from the run

@@ -4,7 +4,7 @@ Honours the same cell directives as `nbdev_test`: `#| eval: false` cells and cel
 `tst_flags` (settings.ini) are skipped unless the flag is passed with --flags.
 
     python tools/execute_notebooks.py                 # every notebook in nbs/
-    python tools/execute_notebooks.py nbs/01_models.ipynb --flags slow
+    python tools/execute_notebooks.py nbs/04_models.ipynb --flags slow
 """
 import argparse, os
 from pathlib import Path

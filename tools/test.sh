@@ -19,6 +19,9 @@ fi
 echo "== docs (sidebar and links resolve, nbdev_proc_nbs without warnings; no Quarto needed)"
 python tools/check_docs.py
 
+echo "== notebook outputs (each notebook stores at most 300 KB of outputs: tools/check_notebook_outputs.py)"
+python tools/check_notebook_outputs.py
+
 echo "== nbdev_test"
 notebooks=$(ls nbs/[0-9]*.ipynb nbs/index.ipynb 2>/dev/null | wc -l)
 [ "$notebooks" -gt 0 ] || { echo "no notebooks found in nbs/"; exit 1; }
