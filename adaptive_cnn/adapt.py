@@ -15,12 +15,9 @@ import json, math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from .config import Config, DataConfig, ModelConfig, AugmentConfig, TrainConfig, load_config
-from .files import atomic_write
 from .data import DATASETS, Dataset, ImageData, channel_stats, load_data
 
 # %% ../nbs/15_adapt.ipynb #5b8fcf98
