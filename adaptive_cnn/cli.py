@@ -16,8 +16,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 import torch
 import adaptive_cnn
+# training and budget (the Trainer), evaluation (scikit-learn) and inference are imported inside the commands that
+# use them: `--help`, `test` and `export` start without loading what they do not need (tests/test_layering.py)
 from .errors import AdaptiveCNNError, TrainingInterrupted, UsageError, require
 from .files import check_writable
+from .run_folder import check_output_dir
 from .config import (config_from_dict, config_yaml, format_duration, load_config, parse_duration,
                                  save_config)
 from .models import AdaptiveCNN, model_summary
@@ -207,7 +210,7 @@ def format_profile(p:dict) -> str:
 
 def profile_command(args) -> int:
     "Print what the data layer and adaptation rules see of a dataset, the derived config (for a budget: its timing)."
-    from adaptive_cnn.budget import plan_auto     # the training stack loads only for the commands that train
+    from adaptive_cnn.budget import plan_auto
     check_budget_arg(args)
     started, overrides = time.perf_counter(), overrides_from_args(args)
     ds = load_whole(args.data, overrides)
@@ -253,7 +256,6 @@ def worker_argv(argv:list[str], config_path:Path) -> list[str]:
 
 def launch_workers(args, cfg, nprocs:int) -> int:
     "Check what can be checked here, then run `nprocs` training workers under torchrun."
-    from adaptive_cnn.training import check_output_dir     # the training stack loads only for the commands that train
     on_cpu = args.num_procs or (not args.num_gpus and not torch.cuda.is_available())
     device = torch.device('cpu' if on_cpu else 'cuda')
     check_precision(cfg.train.precision, device)
@@ -270,7 +272,7 @@ def launch_workers(args, cfg, nprocs:int) -> int:
 
 def train_worker(args, cfg) -> int:
     "One torchrun worker: join the process group and train this rank's part."
-    from adaptive_cnn.training import Trainer     # the training stack loads only for the commands that train
+    from adaptive_cnn.training import Trainer
     asked = args.num_procs or args.num_gpus
     local = int(os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE']))
     if asked is not None and asked != local:
@@ -323,8 +325,7 @@ def requested_budget(args, cfg) -> str|None:
 
 def plan_to_budget(args, cfg, device:torch.device) -> tuple:
     "(config, plan): the run fitted to its budget; no plan when it continues a run (--resume), which keeps its config."
-    from adaptive_cnn.budget import plan_budget   # the training stack loads only for the commands that train
-    from adaptive_cnn.training import check_output_dir
+    from adaptive_cnn.budget import plan_budget
     out = Path((cfg or load_config(None, overrides_from_args(args))).output.dir)
     check_output_dir(out, args.resume, args.overwrite)          # before the budget is spent on measuring
     if args.resume and (out/'checkpoints'/'last.pth').is_file():
@@ -339,7 +340,7 @@ def plan_to_budget(args, cfg, device:torch.device) -> tuple:
 
 def train_command(args) -> int:
     "Train with the config's recipe in this process (fitted to a time budget, if any), or launch torchrun for several."
-    from adaptive_cnn.training import Trainer   # the training stack loads only for the commands that train
+    from adaptive_cnn.training import Trainer
     check_train_args(args)
     budgeted_auto = args.config == 'auto' and requested_budget(args, None) is not None
     cfg = None if budgeted_auto else config_from_args(args)      # with a budget, auto's config comes from the plan
@@ -380,7 +381,7 @@ def evaluation_dir(args) -> Path:
 
 def evaluate_command(args) -> int:
     "Evaluate a checkpoint on the test split: metrics table, metrics.json, figures and report.md."
-    from adaptive_cnn.evaluation import evaluate_checkpoint, format_metrics   # scikit-learn loads slowly: only here
+    from adaptive_cnn.evaluation import evaluate_checkpoint, format_metrics
     cfg = config_from_args(args)
     out = evaluation_dir(args)
     m = evaluate_checkpoint(cfg, args.checkpoint, out, tta=args.tta)

@@ -131,6 +131,7 @@ class TrainConfig:
     budget:Optional[str] = None                          # wall time of the whole run, e.g. '10m', '90s', '1h30m':
                                                          # epochs (and with config auto, the network) are fitted to it
 
+# %% ../nbs/02_config.ipynb #a3ce2c81
 @dataclass
 class DistributedConfig:
     "Multi-process training (torchrun, DistributedDataParallel)."
@@ -234,13 +235,16 @@ def format_duration(seconds:float) -> str:
 # %% ../nbs/02_config.ipynb #f2eeb6f3
 def _plural(n:int, word:str) -> str: return f'{n} {word}' + ('' if n == 1 else 's')
 
-def check_config(cfg:Config,
-                 origins:dict[str, str]={}, # dotted key → the layer that set it; keys not in it are defaults
-                ):
-    "Raise `ConfigError` if keys of `cfg` contradict each other, naming the layers that set them."
-    where = lambda *keys: ', '.join(sorted(dict.fromkeys(origins.get(k, 'defaults') for k in keys),
-                                           key=lambda o: o == 'defaults'))
-    m, d, t = cfg.model, cfg.data, cfg.train
+def _layers_of(origins:dict[str, str], *keys:str) -> str:
+    "The layers that set `keys` (per `origins`; a key not in it is a default), files and overrides first."
+    return ', '.join(sorted(dict.fromkeys(origins.get(k, 'defaults') for k in keys), key=lambda o: o == 'defaults'))
+
+# %% ../nbs/02_config.ipynb #197a770b
+def _check_model_and_data(cfg:Config,
+                          where, # `where(*keys)`: the layers that set `keys`, for the message
+                         ):
+    "Raise `ConfigError` if the stages, the normalisation, the image size or the class names disagree."
+    m, d = cfg.model, cfg.data
     if not (len(m.widths) == len(m.depths) == len(m.strides)):
         raise ConfigError(f'{where("model.widths", "model.depths", "model.strides")}: '
                           'model.widths, model.depths and model.strides must have one entry per stage; '
@@ -263,6 +267,12 @@ def check_config(cfg:Config,
         raise ConfigError(f'{where("data.classes", "data.num_classes")}: '
                           f'data.classes has {_plural(len(d.classes), "name")} '
                           f'but data.num_classes is {d.num_classes}')
+
+# %% ../nbs/02_config.ipynb #835a7896
+def _check_train(t:TrainConfig,
+                 where, # `where(*keys)`: the layers that set `keys`, for the message
+                ):
+    "Raise `ConfigError` if the keys of the training recipe `t` contradict each other."
     if t.optimizer == 'sgd' and t.nesterov and t.momentum == 0:
         raise ConfigError(f'{where("train.nesterov", "train.momentum")}: Nesterov momentum needs train.momentum > 0; '
                           'set train.momentum or train.nesterov=false')
@@ -285,6 +295,15 @@ def check_config(cfg:Config,
         raise ConfigError(f'{where("train.warmup_fraction", "train.swa_start")}: '
                           f'train.warmup_fraction = {t.warmup_fraction} '
                           f'must end before SWA starts (train.swa_start = {t.swa_start})')
+
+# %% ../nbs/02_config.ipynb #b24b09fc
+def check_config(cfg:Config,
+                 origins:dict[str, str]={}, # dotted key → the layer that set it; keys not in it are defaults
+                ):
+    "Raise `ConfigError` if keys of `cfg` contradict each other, naming the layers that set them."
+    where = lambda *keys: _layers_of(origins, *keys)
+    _check_model_and_data(cfg, where)
+    _check_train(cfg.train, where)
 
 # %% ../nbs/02_config.ipynb #03e0deff
 def builtin_configs() -> dict[str, Path]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adaptive_cnn.config import load_config
-from adaptive_cnn.training import RUN_FILES
+from adaptive_cnn.run_folder import RUN_FILES
 from adaptive_cnn.checkpoint import load_checkpoint
 from conftest import cli_subprocess, history, model_weights
 
