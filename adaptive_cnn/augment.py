@@ -13,6 +13,7 @@ import functools
 from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torchvision.transforms.v2 import functional as TF
 from .config import AugmentConfig
 
@@ -45,7 +46,7 @@ def _to_uint8(x:torch.Tensor) -> torch.Tensor:
     # same values
     return x.clamp_(0, 255).to(torch.int16).to(torch.uint8)
 
-# %% ../nbs/06_augment.ipynb #ba18db90
+# %% ../nbs/06_augment.ipynb #bfc86113
 def affine_matrices(angles:torch.Tensor,                 # N rotation angles in degrees (clockwise, as in `F.affine`)
                     translations:torch.Tensor,           # N×2 shifts (x, y) in pixels
                     shears:Optional[torch.Tensor]=None,  # N×2 shear angles (x, y) in degrees; None: no shear
@@ -69,6 +70,7 @@ def affine_matrices(angles:torch.Tensor,                 # N rotation angles in 
     m = torch.stack([d, -b, cx - d * cxt + b * cyt, -c, a, cy + c * cxt - a * cyt], 1)
     return m.float().view(-1, 2, 3)
 
+# %% ../nbs/06_augment.ipynb #2543bb55
 def _resample(images:torch.Tensor, theta:torch.Tensor, mode:str, fill) -> torch.Tensor:
     "Resample each image through its own inverse matrix (torchvision's `_affine_grid` + `_apply_grid_transform`)."
     n, c, h, w = images.shape
@@ -92,6 +94,7 @@ def _resample(images:torch.Tensor, theta:torch.Tensor, mode:str, fill) -> torch.
         out = torch.where(inside < 0.5, fill_t, out) if mode == 'nearest' else out.addcmul_(1 - inside, fill_t)
     return _to_uint8(out.round_())
 
+# %% ../nbs/06_augment.ipynb #75a4b597
 def batch_affine(images:torch.Tensor,       # N×C×H×W uint8
                  angles:torch.Tensor,       # N angles in degrees (`F.affine`'s: clockwise)
                  translations:torch.Tensor, # N×2 shifts (x, y) in pixels
@@ -182,7 +185,7 @@ def batch_cutout(images:torch.Tensor,  # N×C×H×W uint8
     boxes = centred_boxes(centers, torch.full_like(centers, size), h, w)
     return _paste(images, _fill_tensor(fill, c, images.device), box_masks(boxes, h, w, torch.uint8))
 
-# %% ../nbs/06_augment.ipynb #78c030d3
+# %% ../nbs/06_augment.ipynb #79b37aef
 AUTOAUGMENT_POLICIES = {
     'cifar10': [
         (('Invert', 0.1, None), ('Contrast', 0.2, 6)), (('Rotate', 0.7, 2), ('TranslateX', 0.3, 9)),
@@ -199,37 +202,41 @@ AUTOAUGMENT_POLICIES = {
         (('AutoContrast', 0.9, None), ('Solarize', 0.8, 3)), (('Equalize', 0.8, None), ('Invert', 0.1, None)),
         (('TranslateY', 0.7, 9), ('AutoContrast', 0.9, None)),
     ],
-    'imagenet': [
-        (('Posterize', 0.4, 8), ('Rotate', 0.6, 9)), (('Solarize', 0.6, 5), ('AutoContrast', 0.6, None)),
-        (('Equalize', 0.8, None), ('Equalize', 0.6, None)), (('Posterize', 0.6, 7), ('Posterize', 0.6, 6)),
-        (('Equalize', 0.4, None), ('Solarize', 0.2, 4)), (('Equalize', 0.4, None), ('Rotate', 0.8, 8)),
-        (('Solarize', 0.6, 3), ('Equalize', 0.6, None)), (('Posterize', 0.8, 5), ('Equalize', 1.0, None)),
-        (('Rotate', 0.2, 3), ('Solarize', 0.6, 8)), (('Equalize', 0.6, None), ('Posterize', 0.4, 6)),
-        (('Rotate', 0.8, 8), ('Color', 0.4, 0)), (('Rotate', 0.4, 9), ('Equalize', 0.6, None)),
-        (('Equalize', 0.0, None), ('Equalize', 0.8, None)), (('Invert', 0.6, None), ('Equalize', 1.0, None)),
-        (('Color', 0.6, 4), ('Contrast', 1.0, 8)), (('Rotate', 0.8, 8), ('Color', 1.0, 2)),
-        (('Color', 0.8, 8), ('Solarize', 0.8, 7)), (('Sharpness', 0.4, 7), ('Invert', 0.6, None)),
-        (('ShearX', 0.6, 5), ('Equalize', 1.0, None)), (('Color', 0.4, 0), ('Equalize', 0.6, None)),
-        (('Equalize', 0.4, None), ('Solarize', 0.2, 4)), (('Solarize', 0.6, 5), ('AutoContrast', 0.6, None)),
-        (('Invert', 0.6, None), ('Equalize', 1.0, None)), (('Color', 0.6, 4), ('Contrast', 1.0, 8)),
-        (('Equalize', 0.8, None), ('Equalize', 0.6, None)),
-    ],
-    'svhn': [
-        (('ShearX', 0.9, 4), ('Invert', 0.2, None)), (('ShearY', 0.9, 8), ('Invert', 0.7, None)),
-        (('Equalize', 0.6, None), ('Solarize', 0.6, 6)), (('Invert', 0.9, None), ('Equalize', 0.6, None)),
-        (('Equalize', 0.6, None), ('Rotate', 0.9, 3)), (('ShearX', 0.9, 4), ('AutoContrast', 0.8, None)),
-        (('ShearY', 0.9, 8), ('Invert', 0.4, None)), (('ShearY', 0.9, 5), ('Solarize', 0.2, 6)),
-        (('Invert', 0.9, None), ('AutoContrast', 0.8, None)), (('Equalize', 0.6, None), ('Rotate', 0.9, 3)),
-        (('ShearX', 0.9, 4), ('Solarize', 0.3, 3)), (('ShearY', 0.8, 8), ('Invert', 0.7, None)),
-        (('Equalize', 0.9, None), ('TranslateY', 0.6, 6)), (('Invert', 0.9, None), ('Equalize', 0.6, None)),
-        (('Contrast', 0.3, 3), ('Rotate', 0.8, 4)), (('Invert', 0.8, None), ('TranslateY', 0.0, 2)),
-        (('ShearY', 0.7, 6), ('Solarize', 0.4, 8)), (('Invert', 0.6, None), ('Rotate', 0.8, 4)),
-        (('ShearY', 0.3, 7), ('TranslateX', 0.9, 3)), (('ShearX', 0.1, 6), ('Invert', 0.6, None)),
-        (('Solarize', 0.7, 2), ('TranslateY', 0.6, 7)), (('ShearY', 0.8, 4), ('Invert', 0.8, None)),
-        (('ShearX', 0.7, 9), ('TranslateY', 0.8, 3)), (('ShearY', 0.8, 5), ('AutoContrast', 0.7, None)),
-        (('ShearX', 0.7, 2), ('Invert', 0.1, None)),
-    ],
 }
+
+# %% ../nbs/06_augment.ipynb #2e7a2534
+AUTOAUGMENT_POLICIES['imagenet'] = [
+    (('Posterize', 0.4, 8), ('Rotate', 0.6, 9)), (('Solarize', 0.6, 5), ('AutoContrast', 0.6, None)),
+    (('Equalize', 0.8, None), ('Equalize', 0.6, None)), (('Posterize', 0.6, 7), ('Posterize', 0.6, 6)),
+    (('Equalize', 0.4, None), ('Solarize', 0.2, 4)), (('Equalize', 0.4, None), ('Rotate', 0.8, 8)),
+    (('Solarize', 0.6, 3), ('Equalize', 0.6, None)), (('Posterize', 0.8, 5), ('Equalize', 1.0, None)),
+    (('Rotate', 0.2, 3), ('Solarize', 0.6, 8)), (('Equalize', 0.6, None), ('Posterize', 0.4, 6)),
+    (('Rotate', 0.8, 8), ('Color', 0.4, 0)), (('Rotate', 0.4, 9), ('Equalize', 0.6, None)),
+    (('Equalize', 0.0, None), ('Equalize', 0.8, None)), (('Invert', 0.6, None), ('Equalize', 1.0, None)),
+    (('Color', 0.6, 4), ('Contrast', 1.0, 8)), (('Rotate', 0.8, 8), ('Color', 1.0, 2)),
+    (('Color', 0.8, 8), ('Solarize', 0.8, 7)), (('Sharpness', 0.4, 7), ('Invert', 0.6, None)),
+    (('ShearX', 0.6, 5), ('Equalize', 1.0, None)), (('Color', 0.4, 0), ('Equalize', 0.6, None)),
+    (('Equalize', 0.4, None), ('Solarize', 0.2, 4)), (('Solarize', 0.6, 5), ('AutoContrast', 0.6, None)),
+    (('Invert', 0.6, None), ('Equalize', 1.0, None)), (('Color', 0.6, 4), ('Contrast', 1.0, 8)),
+    (('Equalize', 0.8, None), ('Equalize', 0.6, None)),
+]
+
+# %% ../nbs/06_augment.ipynb #4275d682
+AUTOAUGMENT_POLICIES['svhn'] = [
+    (('ShearX', 0.9, 4), ('Invert', 0.2, None)), (('ShearY', 0.9, 8), ('Invert', 0.7, None)),
+    (('Equalize', 0.6, None), ('Solarize', 0.6, 6)), (('Invert', 0.9, None), ('Equalize', 0.6, None)),
+    (('Equalize', 0.6, None), ('Rotate', 0.9, 3)), (('ShearX', 0.9, 4), ('AutoContrast', 0.8, None)),
+    (('ShearY', 0.9, 8), ('Invert', 0.4, None)), (('ShearY', 0.9, 5), ('Solarize', 0.2, 6)),
+    (('Invert', 0.9, None), ('AutoContrast', 0.8, None)), (('Equalize', 0.6, None), ('Rotate', 0.9, 3)),
+    (('ShearX', 0.9, 4), ('Solarize', 0.3, 3)), (('ShearY', 0.8, 8), ('Invert', 0.7, None)),
+    (('Equalize', 0.9, None), ('TranslateY', 0.6, 6)), (('Invert', 0.9, None), ('Equalize', 0.6, None)),
+    (('Contrast', 0.3, 3), ('Rotate', 0.8, 4)), (('Invert', 0.8, None), ('TranslateY', 0.0, 2)),
+    (('ShearY', 0.7, 6), ('Solarize', 0.4, 8)), (('Invert', 0.6, None), ('Rotate', 0.8, 4)),
+    (('ShearY', 0.3, 7), ('TranslateX', 0.9, 3)), (('ShearX', 0.1, 6), ('Invert', 0.6, None)),
+    (('Solarize', 0.7, 2), ('TranslateY', 0.6, 7)), (('ShearY', 0.8, 4), ('Invert', 0.8, None)),
+    (('ShearX', 0.7, 9), ('TranslateY', 0.8, 3)), (('ShearY', 0.8, 5), ('AutoContrast', 0.7, None)),
+    (('ShearX', 0.7, 2), ('Invert', 0.1, None)),
+]
 
 # %% ../nbs/06_augment.ipynb #d83b8e41
 GEOMETRIC_OPS = ('ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'Rotate')
@@ -327,7 +334,7 @@ def autoaugment_op(images:torch.Tensor,     # N×C×H×W uint8
     if op == 'Invert': return images.bitwise_not()
     raise ValueError(f'unknown AutoAugment operation {op!r}; expected one of {", ".join(AUTOAUGMENT_OPS)}')
 
-# %% ../nbs/06_augment.ipynb #a686b08c
+# %% ../nbs/06_augment.ipynb #dcb3a32b
 def _device_of(generator:Optional[torch.Generator]) -> torch.device:
     "Where a generator draws: its own device, or the CPU for torch's default generator."
     return torch.device('cpu') if generator is None else generator.device
@@ -354,6 +361,7 @@ def _magnitude_table(height:int, width:int, num_bins:int=10, device:torch.device
         signed[i] = sign
     return table.to(device), signed.to(device)
 
+# %% ../nbs/06_augment.ipynb #03312f4a
 def sample_autoaugment(n:int,                                     # number of images
                        generator:Optional[torch.Generator]=None,  # draws on its device; None: torch's default (CPU)
                        policy:str='cifar10',                      # 'cifar10', 'imagenet' or 'svhn'
@@ -366,7 +374,7 @@ def sample_autoaugment(n:int,                                     # number of im
     negate = torch.rand(n, 2, generator=g, device=dev) < 0.5
     return dict(policy=chosen, apply=apply, negate=negate)
 
-# %% ../nbs/06_augment.ipynb #fe698380
+# %% ../nbs/06_augment.ipynb #11698cad
 def autoaugment_stage(params:dict[str, torch.Tensor], # from `sample_autoaugment`
                       stage:int,                       # 0 or 1: the first or second operation of each sub-policy
                       height:int, width:int,          # image size
@@ -389,6 +397,7 @@ def autoaugment_stages(params:dict[str, torch.Tensor], # from `sample_autoaugmen
     stages = [autoaugment_stage(params, s, height, width, policy) for s in range(2)]
     return dict(zip(('op', 'magnitude', 'applied'), (torch.stack(v, 1) for v in zip(*stages))))
 
+# %% ../nbs/06_augment.ipynb #5f692473
 def _looked_up(params:dict, images:torch.Tensor, policy:str) -> dict:
     "`params` as `autoaugment_stages` gives them: drawn ones are looked up, already looked-up ones pass through."
     return params if 'op' in params else autoaugment_stages(params, *images.shape[-2:], policy)
@@ -473,11 +482,7 @@ def cutmix(images:torch.Tensor,  # N×C×H×W
     area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).to(targets.dtype) / (h * w)
     return mixed, targets * (1 - area[:, None]) + targets[perm] * area[:, None]
 
-# %% ../nbs/06_augment.ipynb #a2cbb2f2
-def _params_to(params:dict, device) -> dict:
-    "The draws of `BatchAugment.sample` (nested dicts of tensors) on `device`."
-    return {k: _params_to(v, device) if isinstance(v, dict) else _on(v, device) for k, v in params.items()}
-
+# %% ../nbs/06_augment.ipynb #62b7c8c3
 class BatchAugment:
     "The training augmentation of an `AugmentConfig`: parameters drawn per image, applied to the whole batch at once."
     def __init__(self,
@@ -494,67 +499,6 @@ class BatchAugment:
         self.interpolation, self.fixed_shapes = interpolation, fixed_shapes
         self.fill = tuple(fill_values(fill, len(fill) if isinstance(fill, (list, tuple)) else 1))
 
-    def sample(self,
-               n:int, height:int, width:int,               # batch size and image size
-               generator:Optional[torch.Generator]=None,   # draws on its device; None: torch's default, on the CPU
-              ) -> dict:
-        "Every random parameter of a batch, per image, on the generator's device (keys only for the operations on)."
-        aug, g, dev, params = self.aug, generator, _device_of(generator), {}
-        uniform = lambda *shape: torch.rand(*shape, generator=g, device=dev, dtype=torch.float64) * 2 - 1  # in [-1, 1)
-        if aug.rotation or aug.translate:
-            params['angles'] = uniform(n) * aug.rotation
-            shift = uniform(n, 2)     # (a tensor made from a list: a host-to-GPU copy that waits, at every batch)
-            params['translations'] = torch.stack([shift[:, 0] * (aug.translate * width),
-                                                  shift[:, 1] * (aug.translate * height)], 1).round()
-        if aug.crop_padding:
-            params['offsets'] = torch.randint(2 * aug.crop_padding + 1, (n, 2), generator=g, device=dev)
-        if aug.hflip: params['flip'] = torch.rand(n, generator=g, device=dev) < 0.5
-        if aug.autoaugment:
-            draws = sample_autoaugment(n, g, aug.autoaugment)
-            # fixed shapes: looked up in the policy's tables now, outside the compiled step
-            params['autoaugment'] = (autoaugment_stages(draws, height, width, aug.autoaugment) if self.fixed_shapes
-                                     else draws)
-        if aug.cutout_size:
-            params['cutout'] = torch.stack([torch.randint(size, (n,), generator=g, device=dev)
-                                            for size in (height, width)], 1)
-        if aug.cutmix_alpha > 0: params.update(self._sample_cutmix(n, height, width, g))
-        return params
-
-    def _sample_cutmix(self, n, height, width, g) -> dict:
-        # one coin per batch, as in the CutMix paper's code. Eager: a CPU coin, so the `if` does not wait for a GPU.
-        # Fixed shapes: every batch gets boxes, and a coin that comes up tails shrinks them all to nothing.
-        coin = torch.rand((), generator=g, device=_device_of(g)) < self.aug.cutmix_prob
-        if not self.fixed_shapes:
-            return dict(cutmix=sample_cutmix(n, height, width, self.aug.cutmix_alpha, g)) if coin else {}
-        draws = sample_cutmix(n, height, width, self.aug.cutmix_alpha, g)
-        return dict(cutmix=dict(perm=draws['perm'], boxes=draws['boxes'] * coin))
-
-    def apply(self,
-              images:torch.Tensor, # N×C×H×W uint8, on any device
-              labels:torch.Tensor, # N int64 class indices, on the same device
-              params:dict,         # from `sample`
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-        "(augmented N×C×H×W uint8 images, N×num_classes float32 targets) for the drawn `params`."
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise TypeError(f'expected N×C×H×W uint8 images, got {images.dtype} {tuple(images.shape)}')
-        if labels.shape != images.shape[:1]:
-            raise ValueError(f'expected {len(images)} labels, got shape {tuple(labels.shape)}')
-        aug, x = self.aug, images
-        # the masked operations combine draws and images in one expression: draws made elsewhere come to the images
-        if self.fixed_shapes: params = _params_to(params, images.device)
-        if 'angles' in params: x = batch_affine(x, params['angles'], params['translations'], 0, self.interpolation)
-        if 'offsets' in params: x = batch_crop(x, aug.crop_padding, params['offsets'], self.fill)
-        if 'flip' in params: x = batch_hflip(x, params['flip'])
-        if 'autoaugment' in params:
-            autoaugment = apply_autoaugment_masked if self.fixed_shapes else apply_autoaugment
-            x = autoaugment(x, params['autoaugment'], aug.autoaugment)
-        if 'cutout' in params: x = batch_cutout(x, params['cutout'], aug.cutout_size, self.fill)
-        # scatter rather than F.one_hot, which reads the labels' range back to the host (a GPU sync) to check it
-        targets = (torch.zeros(len(labels), self.num_classes, device=labels.device)
-                   .scatter_(1, labels.long()[:, None], 1.0))
-        if 'cutmix' in params: x, targets = cutmix(x, targets, **params['cutmix'])
-        return (images.clone() if x is images else x), targets
-
     def __call__(self,
                  images:torch.Tensor, # N×C×H×W uint8, on any device
                  labels:torch.Tensor, # N int64 class indices, on the same device
@@ -566,3 +510,75 @@ class BatchAugment:
     def __repr__(self):
         return (f'{type(self).__name__}({self.aug}, num_classes={self.num_classes}, fill={self.fill}, '
                 f'fixed_shapes={self.fixed_shapes})')
+
+# %% ../nbs/06_augment.ipynb #16e4870e
+@patch
+def _sample_cutmix(self:BatchAugment, n, height, width, g) -> dict:
+    # one coin per batch, as in the CutMix paper's code. Eager: a CPU coin, so the `if` does not wait for a GPU.
+    # Fixed shapes: every batch gets boxes, and a coin that comes up tails shrinks them all to nothing.
+    coin = torch.rand((), generator=g, device=_device_of(g)) < self.aug.cutmix_prob
+    if not self.fixed_shapes:
+        return dict(cutmix=sample_cutmix(n, height, width, self.aug.cutmix_alpha, g)) if coin else {}
+    draws = sample_cutmix(n, height, width, self.aug.cutmix_alpha, g)
+    return dict(cutmix=dict(perm=draws['perm'], boxes=draws['boxes'] * coin))
+
+# %% ../nbs/06_augment.ipynb #1df9819f
+@patch
+def sample(self:BatchAugment,
+           n:int, height:int, width:int,               # batch size and image size
+           generator:Optional[torch.Generator]=None,   # draws on its device; None: torch's default, on the CPU
+          ) -> dict:
+    "Every random parameter of a batch, per image, on the generator's device (keys only for the operations on)."
+    aug, g, dev, params = self.aug, generator, _device_of(generator), {}
+    uniform = lambda *shape: torch.rand(*shape, generator=g, device=dev, dtype=torch.float64) * 2 - 1  # in [-1, 1)
+    if aug.rotation or aug.translate:
+        params['angles'] = uniform(n) * aug.rotation
+        shift = uniform(n, 2)     # (a tensor made from a list: a host-to-GPU copy that waits, at every batch)
+        params['translations'] = torch.stack([shift[:, 0] * (aug.translate * width),
+                                              shift[:, 1] * (aug.translate * height)], 1).round()
+    if aug.crop_padding:
+        params['offsets'] = torch.randint(2 * aug.crop_padding + 1, (n, 2), generator=g, device=dev)
+    if aug.hflip: params['flip'] = torch.rand(n, generator=g, device=dev) < 0.5
+    if aug.autoaugment:
+        draws = sample_autoaugment(n, g, aug.autoaugment)
+        # fixed shapes: looked up in the policy's tables now, outside the compiled step
+        params['autoaugment'] = (autoaugment_stages(draws, height, width, aug.autoaugment) if self.fixed_shapes
+                                 else draws)
+    if aug.cutout_size:
+        params['cutout'] = torch.stack([torch.randint(size, (n,), generator=g, device=dev)
+                                        for size in (height, width)], 1)
+    if aug.cutmix_alpha > 0: params.update(self._sample_cutmix(n, height, width, g))
+    return params
+
+# %% ../nbs/06_augment.ipynb #573e75a0
+def _params_to(params:dict, device) -> dict:
+    "The draws of `BatchAugment.sample` (nested dicts of tensors) on `device`."
+    return {k: _params_to(v, device) if isinstance(v, dict) else _on(v, device) for k, v in params.items()}
+
+# %% ../nbs/06_augment.ipynb #9d6bdcd8
+@patch
+def apply(self:BatchAugment,
+          images:torch.Tensor, # N×C×H×W uint8, on any device
+          labels:torch.Tensor, # N int64 class indices, on the same device
+          params:dict,         # from `sample`
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    "(augmented N×C×H×W uint8 images, N×num_classes float32 targets) for the drawn `params`."
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise TypeError(f'expected N×C×H×W uint8 images, got {images.dtype} {tuple(images.shape)}')
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f'expected {len(images)} labels, got shape {tuple(labels.shape)}')
+    aug, x = self.aug, images
+    # the masked operations combine draws and images in one expression: draws made elsewhere come to the images
+    if self.fixed_shapes: params = _params_to(params, images.device)
+    if 'angles' in params: x = batch_affine(x, params['angles'], params['translations'], 0, self.interpolation)
+    if 'offsets' in params: x = batch_crop(x, aug.crop_padding, params['offsets'], self.fill)
+    if 'flip' in params: x = batch_hflip(x, params['flip'])
+    if 'autoaugment' in params:
+        autoaugment = apply_autoaugment_masked if self.fixed_shapes else apply_autoaugment
+        x = autoaugment(x, params['autoaugment'], aug.autoaugment)
+    if 'cutout' in params: x = batch_cutout(x, params['cutout'], aug.cutout_size, self.fill)
+    # scatter rather than F.one_hot, which reads the labels' range back to the host (a GPU sync) to check it
+    targets = (torch.zeros(len(labels), self.num_classes, device=labels.device)
+               .scatter_(1, labels.long()[:, None], 1.0))
+    if 'cutmix' in params: x, targets = cutmix(x, targets, **params['cutmix'])
+    return (images.clone() if x is images else x), targets

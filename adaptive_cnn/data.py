@@ -75,7 +75,7 @@ def read_idx(path:Path) -> np.ndarray:
         raise DataError(f'{path}: truncated IDX file ({data.size} of {int(np.prod(dims))} values); download it again')
     return data.reshape(dims)
 
-# %% ../nbs/05_data.ipynb #685e45f2
+# %% ../nbs/05_data.ipynb #4ba1d8ab
 import re, shutil
 import torchvision.datasets as tvd
 
@@ -87,6 +87,7 @@ def _find(folder:Path, name:str) -> Path|None:
     "`folder/name` or `folder/name.gz`, whichever exists."
     return next((p for p in (folder/name, folder/f'{name}.gz') if p.is_file()), None)
 
+# %% ../nbs/05_data.ipynb #5a099a2e
 # what socket and urllib say when no server can be reached: no name resolution, no route, refused, a proxy that refused
 _UNREACHABLE = ('Name or service not known', 'Temporary failure in name resolution', 'nodename nor servname',
                 'getaddrinfo failed', 'No address associated', 'Network is unreachable', 'No route to host',
@@ -106,6 +107,7 @@ def _download_reason(e:BaseException) -> str:
     return ('the download failed because the network could not be reached '
             f'(offline, or a firewall or proxy in the way): {text}')
 
+# %% ../nbs/05_data.ipynb #13611ce8
 def _existing(root:Path, own) -> set:
     "What exists now of `root`, its parents, its entries and all under its subfolders `own` (where a download writes)."
     root = Path(root).absolute()
@@ -126,6 +128,7 @@ def _remove_new(root:Path, own, before:set):
             if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
             else: p.unlink(missing_ok=True)
 
+# %% ../nbs/05_data.ipynb #ce571ab5
 def _download_or_fail(download:bool,         # whether downloads are allowed
                       fetch,                 # a torchvision download into `root`
                       expected:str,          # the files expected, for the message
@@ -144,6 +147,7 @@ def _download_or_fail(download:bool,         # whether downloads are allowed
     raise DataError(f'{expected}; {hint}. '
                     'Put the files there or point data.root / $ADAPTIVE_CNN_DATA at a folder that has them')
 
+# %% ../nbs/05_data.ipynb #e02b768d
 def read_mnist_family(name:str, root:Path, download:bool=True) -> RawDataset:
     "MNIST, FashionMNIST or KMNIST from `<root>/<Name>/raw/` (torchvision's layout)."
     cls = MNIST_FAMILY[name]
@@ -187,7 +191,7 @@ def read_cifar10_bin(folder:Path) -> RawDataset:
         raise DataError(f'{folder}/batches.meta.txt: cannot read the class names ({e.strerror})') from None
     return RawDataset(splits['train'], splits['test'], classes, str(folder))
 
-# %% ../nbs/05_data.ipynb #5157b6a0
+# %% ../nbs/05_data.ipynb #2f10ef1c
 class _ArrayUnpickler(pickle.Unpickler):
     "Unpickler that can only rebuild numpy arrays and builtin containers: loading never runs other code."
     # `_codecs.encode` is how protocol-2 pickles carry raw bytes; it only converts text to bytes.
@@ -207,6 +211,7 @@ def load_array_pickle(path:Path) -> dict:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
         raise DataError(f'{path}: not a CIFAR batch file ({e}); download it again') from None
 
+# %% ../nbs/05_data.ipynb #0a347af6
 def _key(d:dict, name:str):
     "`d[name]` whether the pickle stored the key as bytes or as str."
     return d[name.encode()] if name.encode() in d else d[name]
@@ -268,12 +273,7 @@ def list_image_folder(folder:Path) -> tuple[list[str], list[tuple[str, int]]]:
                         f'{"/".join(x.lstrip(".") for x in IMG_EXTENSIONS)} files') from None
     return classes, samples
 
-# %% ../nbs/05_data.ipynb #805edfdc
-_GRAY_MODES = {'1', 'L', 'LA', 'I', 'I;16', 'F'}
-MAX_PIXELS = 40_000_000          # decoded-pixel limit per image: 40 megapixels, a large photo
-# Pillow warns (on stderr) between 89 and 179 megapixels; our limit is lower and our error says it in one line
-warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-
+# %% ../nbs/05_data.ipynb #ced654b1
 def available_memory() -> int:
     "Bytes of memory available to a new allocation (Linux: MemAvailable), or the physical memory elsewhere."
     try: return 1024 * next(int(l.split()[1]) for l in Path('/proc/meminfo').read_text().splitlines()
@@ -290,6 +290,7 @@ def check_fits_in_memory(nbytes:int, source, what:str, memory:int|None=None):
                         f'more than half the {_gb(memory)} available; '
                         'use a smaller dataset (or a machine with more memory)')
 
+# %% ../nbs/05_data.ipynb #7ffd2006
 def decode_image(path:str|Path, mode:str, size:tuple[int, int]|None) -> np.ndarray:
     "The image file `path` as a uint8 H×W×C array in `mode` ('L' or 'RGB'), resized to `size` (H, W) if given."
     try:
@@ -300,6 +301,11 @@ def decode_image(path:str|Path, mode:str, size:tuple[int, int]|None) -> np.ndarr
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f'{path}: cannot read image ({e}); remove or replace the file') from None
     return arr[..., None] if arr.ndim == 2 else arr
+
+# %% ../nbs/05_data.ipynb #eb420d2d
+MAX_PIXELS = 40_000_000          # decoded-pixel limit per image: 40 megapixels, a large photo
+# Pillow warns (on stderr) between 89 and 179 megapixels; our limit is lower and our error says it in one line
+warnings.simplefilter('ignore', Image.DecompressionBombWarning)
 
 def _header(path) -> tuple[str, tuple[int, int]]:
     "Mode and (height, width) of an image file, from its header; `DataError` for unreadable files and bombs."
@@ -314,6 +320,9 @@ def _header(path) -> tuple[str, tuple[int, int]]:
         raise DataError(f'{path}: {w}×{h} = {w * h:,} pixels is over the decoded-pixel limit of {MAX_PIXELS:,} '
                         '(a decompression bomb, or a photo far larger than training needs); remove or resize the file')
     return mode, (h, w)
+
+# %% ../nbs/05_data.ipynb #86d563df
+_GRAY_MODES = {'1', 'L', 'LA', 'I', 'I;16', 'F'}
 
 def decode_images(paths:list, channels:int|None=None,
                   size:tuple[int, int]|None=None) -> tuple[torch.Tensor, list[str]]:
@@ -357,7 +366,7 @@ def read_image_folder(folder:Path, channels:int|None=None, size:tuple[int, int]|
     train, classes, notes = _read_folder_split(folder, channels, size)
     return RawDataset(train, None, classes, str(folder), notes)
 
-# %% ../nbs/05_data.ipynb #df7b0be8
+# %% ../nbs/05_data.ipynb #a0166c36
 def _npz_split(z, xk:str, yk:str, path:Path) -> ImageData:
     x, y = z[xk], z[yk]
     if x.dtype != np.uint8 or x.ndim not in (3, 4):
@@ -370,6 +379,7 @@ def _npz_split(z, xk:str, yk:str, path:Path) -> ImageData:
     return ImageData(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))),
                      torch.from_numpy(y.astype(np.int64)))
 
+# %% ../nbs/05_data.ipynb #6d9f788c
 def npz_shapes(path:Path) -> dict[str, tuple[tuple, np.dtype]]:
     "Shape and dtype of every array in the `.npz` at `path`, read from the headers without decompressing the data."
     out = {}
@@ -394,6 +404,7 @@ def check_npz_size(path:Path, memory:int|None=None):
     check_fits_in_memory(sum(sizes.values()), path,
                          f'its arrays ({k}: {" × ".join(map(str, shapes[k][0]))} of {shapes[k][1]})', memory)
 
+# %% ../nbs/05_data.ipynb #f835df1f
 def _read_npz_arrays(z, path:Path) -> RawDataset:
     missing = [k for k in ('x', 'y') if k not in z.files]
     if missing:
@@ -516,7 +527,7 @@ def _to_gray(x:torch.Tensor) -> torch.Tensor:
     w = torch.tensor([299, 587, 114], dtype=torch.int32)[None, :, None, None]
     return ((x.to(torch.int32) * w).sum(1, keepdim=True) + 500).div(1000, rounding_mode='floor').to(torch.uint8)
 
-# %% ../nbs/05_data.ipynb #04dc151f
+# %% ../nbs/05_data.ipynb #483791cc
 def read_conformed(cfg:Config) -> tuple[RawDataset, DataConfig]:
     "`cfg`'s dataset, checked, in the config's channels and size; the data config with those and classes filled in."
     d = cfg.data
@@ -542,6 +553,7 @@ def read_conformed(cfg:Config) -> tuple[RawDataset, DataConfig]:
     return conformed, replace(d, classes=list(classes), num_classes=num_classes, channels=channels,
                               image_size=list(size))
 
+# %% ../nbs/05_data.ipynb #5e4ff39a
 def held_out_test(raw:RawDataset, d:DataConfig, seed:int) -> tuple[ImageData, ImageData, str|None]:
     "(train, test, note): the dataset's own test split, or a stratified `data.test_fraction` of the training images."
     if raw.test is not None: return raw.train, raw.test, None
