@@ -21,29 +21,31 @@ from .config import Config, DataConfig, ModelConfig, AugmentConfig, TrainConfig,
 from .data import DATASETS, Dataset, ImageData, channel_stats, load_data
 
 # %% ../nbs/15_adapt.ipynb #5b8fcf98
-GROUND_TOLERANCE = 8        # grey levels (of 255) on either side of an image's commonest level that count as its ground
+GROUND_TOLERANCE = 8        # grey levels (of 255) either side of an image's commonest level that count as its ground
 PLAIN_SHARE = 1 / 3         # a dataset has a plain background when its median image is at least this much ground
 
 def ground_share(images:torch.Tensor, chunk:int=4096) -> tuple[torch.Tensor, torch.Tensor]:
-    "For each uint8 image: the share of its pixels within `GROUND_TOLERANCE` of its commonest grey level, and that level."
+    "Per uint8 image: the share of its pixels within `GROUND_TOLERANCE` of its commonest grey level, and that level."
     shares, levels = [], []
-    for x in images.split(chunk):   # a histogram per image, a chunk at a time: a float copy of the dataset would be 4× its size
-        grey = x.float().mean(1).round().long().flatten(1)            # the channel mean: a coloured ground is a ground too
+    # a histogram per image, a chunk at a time: a float copy of the dataset would be 4× its size
+    for x in images.split(chunk):
+        grey = x.float().mean(1).round().long().flatten(1)   # the channel mean: a coloured ground is a ground too
         hist = torch.zeros(len(grey), 256).scatter_add_(1, grey, torch.ones(grey.shape))
         level = hist.argmax(1)
         near = (torch.arange(256)[None] - level[:, None]).abs() <= GROUND_TOLERANCE
-        shares.append((hist * near).sum(1) / grey.shape[1]); levels.append(level)
+        shares.append((hist * near).sum(1) / grey.shape[1])
+        levels.append(level)
     return torch.cat(shares), torch.cat(levels)
 
 def background(images:torch.Tensor) -> tuple[bool, str, float]:
-    "(plain background?, polarity, median ground share); polarity 'light_on_dark', 'dark_on_light', or 'mixed' for photographs."
+    "(plain background?, polarity, median ground share): 'light_on_dark', 'dark_on_light', or 'mixed' for photographs."
     share, level = ground_share(images)
     median = share.median().item()
     if median < PLAIN_SHARE: return False, 'mixed', median
     return True, 'light_on_dark' if level.float().median().item() < 128 else 'dark_on_light', median
 
 # %% ../nbs/15_adapt.ipynb #91af9279
-FLIP_RETENTION_MIN = 0.6    # flips keep labels when a linear probe keeps at least this share of its skill on mirrored images
+FLIP_RETENTION_MIN = 0.6    # flips keep labels when a probe keeps at least this share of its skill on mirrored images
 PROBE_IMAGES = 20_000       # images the linear probe sees: half to fit it, half to score it
 PROBE_SIDE = 16             # the probe's images are shrunk to this short side: pixels are its features
 
@@ -55,27 +57,30 @@ def probe_features(images:torch.Tensor) -> torch.Tensor:
     return torch.cat([x.flatten(1), torch.ones(len(x), 1)], 1).double()
 
 def linear_probe(train:ImageData, num_classes:int, ridge:float=1.0):
-    "A ridge-regression classifier on `probe_features` (one closed-form solve): a function from images to predicted labels."
+    "A ridge-regression classifier on `probe_features` (one closed-form solve): a function from images to labels."
     a = probe_features(train.images)
     mu, sd = a.mean(0), a.std(0) + 1e-3
     mu[-1], sd[-1] = 0, 1                                       # the constant feature stays 1
     a = (a - mu) / sd
-    w = torch.linalg.solve(a.T @ a + ridge * torch.eye(a.shape[1], dtype=a.dtype), a.T @ F.one_hot(train.labels, num_classes).double())
+    w = torch.linalg.solve(a.T @ a + ridge * torch.eye(a.shape[1], dtype=a.dtype),
+                           a.T @ F.one_hot(train.labels, num_classes).double())
     return lambda images: (((probe_features(images) - mu) / sd) @ w).argmax(1)
 
 def flip_retention(data:ImageData, num_classes:int, seed:int=0) -> tuple[float|None, float, float]:
-    "(retention, accuracy, accuracy on mirrored images) of a linear probe fit on half of `data` and scored on the other half; retention None without signal."
+    "(retention or None, accuracy, mirrored accuracy) of a linear probe fit on half of `data`, scored on the rest."
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:PROBE_IMAGES]
     fit, score = data[order[:len(order) // 2]], data[order[len(order) // 2:]]
     predict = linear_probe(fit, num_classes)
     acc = (predict(score.images) == score.labels).double().mean().item()
     flipped = (predict(score.images.flip(-1)) == score.labels).double().mean().item()
     chance = max(score.class_counts(num_classes)) / len(score)      # always guessing the commonest class
-    if len(score) < 2 * num_classes or acc - chance < 3 * math.sqrt(acc * (1 - acc) / len(score)) + 1e-9: return None, acc, flipped   # no better than guessing
+    # no better than guessing
+    if len(score) < 2 * num_classes or acc - chance < 3 * math.sqrt(acc * (1 - acc) / len(score)) + 1e-9:
+        return None, acc, flipped
     return (flipped - chance) / (acc - chance), acc, flipped
 
 def flips_keep_labels(retention:float|None, plain_background:bool) -> bool:
-    "The flip verdict: the probe's retention where it has skill to lose; without that, photographs flip and strokes do not."
+    "The flip verdict: the probe's retention where it has skill to lose; else photographs flip and strokes do not."
     return (not plain_background) if retention is None else retention >= FLIP_RETENTION_MIN
 
 # %% ../nbs/15_adapt.ipynb #8877be37
@@ -105,11 +110,12 @@ class DatasetProfile:
         "Largest over smallest class count."
         return max(self.class_counts) / min(self.class_counts)
 
-# %% ../nbs/15_adapt.ipynb #bde5c29e
+# %% ../nbs/15_adapt.ipynb #773c11cd
 def dataset_source(name:str) -> str:
-    "A built-in name as it is, an existing path made absolute (a saved config must find it again), anything else as given."
+    "A built-in name as it is, an existing path made absolute (a saved config must find it), anything else as given."
     path = Path(name).expanduser()
-    return str(path.resolve()) if name.lower() not in DATASETS and path.exists() else name   # a typo keeps its "did you mean"
+    # anything else as given: a typo keeps its "did you mean"
+    return str(path.resolve()) if (name.lower() not in DATASETS and path.exists()) else name
 
 def dataset_config(dataset:str,           # built-in name (mnist, cifar10, ...), image folder or .npz file
                    overrides:list[str]=(), # 'section.key=value' strings, e.g. 'data.root=...'
@@ -121,15 +127,19 @@ def reading_overrides(overrides:list[str]) -> list[str]:
     "The overrides that change what is read: the data section, and the seed that draws the held-out splits."
     return [o for o in overrides if (k := o.partition('=')[0].strip()).startswith('data.') or k == 'train.seed']
 
+# %% ../nbs/15_adapt.ipynb #2d694524
 def load_whole(dataset:str, overrides:list[str]=()) -> Dataset:
-    "`dataset` loaded as the rules see it: with the data overrides (a root, a resize), but without `data.train_subset`."
-    cfg = dataset_config(dataset, reading_overrides(overrides))   # `model.widths=[..]` is for the derived config, not the defaults
-    return load_data(replace(cfg, data=replace(cfg.data, train_subset=None)))   # a subset shortens a run, not the network
+    "`dataset` loaded as the rules see it: with the data overrides (a root, a resize), without `data.train_subset`."
+    # `model.widths=[..]` is for the derived config, not the defaults
+    cfg = dataset_config(dataset, reading_overrides(overrides))
+    # a subset shortens a run, not the network
+    return load_data(replace(cfg, data=replace(cfg.data, train_subset=None)))
 
 def training_pool(ds:Dataset) -> ImageData:
     "Every labelled training image of `ds`: its training split and the validation split held out of it."
     return ImageData(torch.cat([ds.train.images, ds.val.images]), torch.cat([ds.train.labels, ds.val.labels]))
 
+# %% ../nbs/15_adapt.ipynb #c4fe4774
 def profile_data(ds:Dataset,             # a loaded dataset (`load_data`)
                  hflip:bool|None=None,    # override the flip heuristic
                 ) -> DatasetProfile:
@@ -142,8 +152,9 @@ def profile_data(ds:Dataset,             # a loaded dataset (`load_data`)
     return DatasetProfile(
         dataset=dataset_source(d.dataset), image_size=list(d.image_size), channels=d.channels,
         num_classes=d.num_classes, classes=list(d.classes), num_train=len(pool), num_test=len(ds.test),
-        mean=[round(m, 4) for m in mean], std=[round(s, 4) for s in std], class_counts=pool.class_counts(d.num_classes),
-        plain_background=plain, polarity=polarity, ground_share=round(share, 4), probe_acc=[round(acc, 4), round(flipped, 4)],
+        mean=[round(m, 4) for m in mean], std=[round(s, 4) for s in std],
+        class_counts=pool.class_counts(d.num_classes), plain_background=plain, polarity=polarity,
+        ground_share=round(share, 4), probe_acc=[round(acc, 4), round(flipped, 4)],
         flip_retention=None if retention is None else round(retention, 4),
         hflip=flips_keep_labels(retention, plain) if hflip is None else hflip, notes=list(ds.notes))
 
@@ -186,8 +197,10 @@ def suggest_model(p:DatasetProfile, why:list|None=None, width:int|None=None) -> 
     hidden = max(widths[-1] // 2, 32 * math.ceil(2 * p.num_classes / 32))
     last = [math.ceil(s / 2 ** h) for s in p.image_size]
     why += [f'{h} halvings take {p.image_size[0]}×{p.image_size[1]} to {last[0]}×{last[1]}'
-            + (f'; the first is a max-pool after the stem ({"plain background" if p.plain_background else "images over 48 px"})' if pool else ''),
-            f'width {w} ({"strokes on a plain ground" if p.plain_background else "photographs"}, {p.num_classes} classes, {p.num_train:,} training images), doubling per stage']
+            + (f'; the first is a max-pool after the stem '
+               f'({"plain background" if p.plain_background else "images over 48 px"})' if pool else ''),
+            f'width {w} ({"strokes on a plain ground" if p.plain_background else "photographs"}, '
+            f'{p.num_classes} classes, {p.num_train:,} training images), doubling per stage']
     return ModelConfig(stem_channels=w, stem_pool=pool, widths=widths, depths=stage_depths(p, stages),
                        strides=[1] + [2] * (stages - 1), se_reduction=16, classifier_hidden=hidden, dropout=0.3)
 
@@ -223,13 +236,14 @@ def suggest_augment(p:DatasetProfile, why:list|None=None, epochs:int|None=None) 
                + f'{measured}; flips keep labels from {FLIP_RETENTION_MIN})')
     cutout = epochs >= CUTOUT_FROM
     if p.plain_background:
-        why.append(f'strokes on a plain ground: rotation, translation{", Cutout" if cutout else ""}; no AutoAugment or CutMix'
-                   + ('' if cutout else f' (Cutout from {CUTOUT_FROM} epochs)'))
+        why.append(f'strokes on a plain ground: rotation, translation{", Cutout" if cutout else ""}; '
+                   'no AutoAugment or CutMix' + ('' if cutout else f' (Cutout from {CUTOUT_FROM} epochs)'))
         return AugmentConfig(rotation=10, translate=0.1, crop_padding=0, hflip=p.hflip, autoaugment=None,
                              cutout_size=even_ceil(side / 4) if cutout else 0, cutmix_alpha=0.0)
     autoaugment, cutmix = epochs >= AUTOAUGMENT_FROM, epochs >= CUTMIX_FROM
     used = ['crops'] + ['AutoAugment'] * autoaugment + ['Cutout'] * cutout + ['CutMix'] * cutmix
-    later = [f'{n} from {e} epochs' for n, e, on in (('Cutout', CUTOUT_FROM, cutout), ('AutoAugment', AUTOAUGMENT_FROM, autoaugment),
+    later = [f'{n} from {e} epochs' for n, e, on in (('Cutout', CUTOUT_FROM, cutout),
+                                                      ('AutoAugment', AUTOAUGMENT_FROM, autoaugment),
                                                       ('CutMix', CUTMIX_FROM, cutmix)) if not on]
     why.append(f'photographs, {epochs} epochs: ' + ', '.join(used) + (f' ({"; ".join(later)})' if later else ''))
     return AugmentConfig(rotation=0, translate=0.0, crop_padding=max(1, side // 8), hflip=p.hflip,
@@ -245,7 +259,7 @@ def rule_batch_size(p:DatasetProfile) -> int:
     return max(32, min(512, 2 ** math.floor(math.log2(max(1, p.num_train // 16)))))
 
 def adamw_lr(batch_size:int) -> float:
-    "AdamW's peak learning rate: 0.002 at batch 512, scaled by the square root of the batch size (Malladi et al., 2022)."
+    "AdamW's peak learning rate: 0.002 at batch 512, scaled with the batch size's square root (Malladi et al., 2022)."
     return 0.002 * math.sqrt(batch_size / 512)
 
 def sgd_lr(batch_size:int) -> float:
@@ -255,7 +269,7 @@ def sgd_lr(batch_size:int) -> float:
 SWA_FROM = 10               # epochs a run needs before averaging its last quarter is worth it
 
 def suggest_train(p:DatasetProfile, why:list|None=None, epochs:int|None=None, batch_size:int|None=None) -> TrainConfig:
-    "The optimisation rules, for a run of `epochs` (default: `rule_epochs`) at `batch_size` (default: `rule_batch_size`)."
+    "The optimisation rules for a run of `epochs` (default `rule_epochs`) at `batch_size` (default `rule_batch_size`)."
     why = [] if why is None else why
     epochs = rule_epochs(p) if epochs is None else epochs
     batch = rule_batch_size(p) if batch_size is None else batch_size

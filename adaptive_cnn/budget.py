@@ -38,7 +38,7 @@ class Costs:
     @property
     def images_per_s(self) -> float: return 1 / self.train_image_s
 
-# %% ../nbs/16_budget.ipynb #df71f8bd
+# %% ../nbs/16_budget.ipynb #f5280080
 def _timed(fn, at_least:float, times:int=2) -> float:
     "Median seconds of a call of `fn`, called until `at_least` s and `times` calls have passed (a slow call is noise)."
     start, each = time.perf_counter(), []
@@ -48,6 +48,23 @@ def _timed(fn, at_least:float, times:int=2) -> float:
         each.append(time.perf_counter() - t)
     return sorted(each)[len(each) // 2]
 
+# %% ../nbs/16_budget.ipynb #20874e46
+def _time_training_step(trainer:Trainer, seconds:float) -> float:
+    "Median seconds of a training step of `trainer`, after warm-up (a step over `seconds`: one more step will do)."
+    t = trainer.cfg.train
+    order = epoch_order(len(trainer.data.train), t.seed, 0)
+    batches = iterate_batches(trainer.data.train, t.batch_size,
+                              order.repeat(1000 // max(1, len(order) // t.batch_size) + 2))
+    generator = trainer.augment_generator(0)
+    trainer.model.train()
+    sync = lambda: torch.cuda.synchronize(trainer.device) if trainer.device.type == 'cuda' else None
+    step = lambda: (trainer.train_step(next(batches), generator), sync())
+    first = _timed(step, 0, 1)                  # the first steps pay for allocation and kernel selection
+    if first > seconds: return _timed(step, 0, 1)   # a slow network (seconds a step): one more step will do
+    step()
+    return _timed(step, seconds, 5)
+
+# %% ../nbs/16_budget.ipynb #074353d0
 def measure_costs(cfg:Config,             # the run's config (its network, batch size and augmentation are measured)
                   ds:Dataset,             # the loaded data
                   device:torch.device|str, # where the run will train
@@ -62,18 +79,7 @@ def measure_costs(cfg:Config,             # the run's config (its network, batch
         build_s = time.perf_counter() - start
         try:
             t = trainer.cfg.train
-            order = epoch_order(len(trainer.data.train), t.seed, 0)
-            batches = iterate_batches(trainer.data.train, t.batch_size,
-                                      order.repeat(1000 // max(1, len(order) // t.batch_size) + 2))
-            generator = trainer.augment_generator(0)
-            trainer.model.train()
-            sync = lambda: torch.cuda.synchronize(trainer.device) if trainer.device.type == 'cuda' else None
-            step = lambda: (trainer.train_step(next(batches), generator), sync())
-            first = _timed(step, 0, 1)                  # the first steps pay for allocation and kernel selection
-            if first > seconds: step_s = _timed(step, 0, 1)   # a slow network (seconds a step): one more step will do
-            else:
-                step()
-                step_s = _timed(step, seconds, 5)
+            step_s = _time_training_step(trainer, seconds)
             # predictions are timed on as many images as take about `seconds` (a forward pass is about a third of a
             # step)
             n = max(1, min(len(trainer.data.val), BN_REFRESH_IMAGES, 8 * t.batch_size,
@@ -171,16 +177,18 @@ class BudgetPlan:
         "Write budget.json into the run folder `out`, atomically."
         with atomic_write(Path(out)/'budget.json', 'w') as f: json.dump(self.record(), f, indent=1)
 
-# %% ../nbs/16_budget.ipynb #ccb66829
+# %% ../nbs/16_budget.ipynb #06a31487
 MARGIN = 0.03               # share of the budget kept back for what is not measured (process exit, the odd slow step)
 
 MIN_PASSES = 0.25           # the least of the training split a budgeted run may see: less would hardly train
 
 def too_small(budget_s:float, what:str, one_epoch_s:float, fix:str) -> UsageError:
+    "The error of a budget too small for `what`: how long a pass takes here (`one_epoch_s`), and a `fix`."
     return UsageError(f'train.budget {format_duration(budget_s)} is too small for {what}: '
                       f'a pass over its training images takes about {format_duration(one_epoch_s)} here, '
                       f'and a run needs a quarter of one at least; {fix}')
 
+# %% ../nbs/16_budget.ipynb #0b407143
 def fit_epochs(cfg:Config,          # a complete config (a built-in one, a file)
                ds:Dataset,          # its data, loaded (`load_data(cfg)`)
                budget_s:float,      # seconds for the whole command
@@ -324,7 +332,44 @@ def probe_length(seconds:float, costs:Costs, trials:int, n_train:int, n_val:int,
     images, per_rung = min(n_train, rung), max(1, rung // max(1, n_train))
     return images, per_rung, PROBE_EPOCHS * per_rung * (images // batch_size)
 
-# %% ../nbs/16_budget.ipynb #9e2645a1
+# %% ../nbs/16_budget.ipynb #bea3385b
+def _halving_study(n_candidates:int, seed:int):
+    "An Optuna study under successive halving (from rung 1, by halves), with each candidate queued once, in order."
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction='maximize', sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
+    for i in range(n_candidates): study.enqueue_trial({'candidate': i})   # each recipe once, the rules' first
+    return study
+
+# %% ../nbs/16_budget.ipynb #74df6db0
+def _train_rungs(trainer:Trainer, trial, study, per_rung:int, rung_s:float, deadline:float) -> float:
+    "Train a probe's trial rung by rung, reporting to Optuna (which may stop it); its last validation accuracy."
+    import optuna
+    for rung in range(1, PROBE_EPOCHS + 1):
+        if time.perf_counter() + rung_s > deadline:           # the probe's time is up: no more trials
+            study.stop()
+            raise optuna.TrialPruned('out of time')
+        try: trainer.fit(until_epoch=rung * per_rung)
+        except AdaptiveCNNError as e:                        # a learning rate too high: a loser
+            trial.set_user_attr('error', str(e).split(';')[0])
+            raise optuna.TrialPruned(str(e)) from None
+        trial.report(trainer.history[-1]['val_acc'], rung)
+        if trial.should_prune(): raise optuna.TrialPruned()
+    return trainer.history[-1]['val_acc']
+
+# %% ../nbs/16_budget.ipynb #569ce837
+def _probe_trials(done:list, candidates:list[tuple[str, list[str]]]) -> list[dict]:
+    "The record of each finished Optuna trial in `done`: recipe, state, validation accuracy by rung, seconds, error."
+    return [dict(name=candidates[t.params['candidate']][0], overrides=candidates[t.params['candidate']][1],
+                 state=t.state.name.lower(), val_acc=[round(v, 4) for _, v in sorted(t.intermediate_values.items())],
+                 seconds=round(t.duration.total_seconds(), 1), **t.user_attrs) for t in done]
+
+def _probe_winner(trials:list[dict]) -> int:
+    "Index of the trial that went furthest and scored best there; ties go to the earlier trial (the rules' first)."
+    return max(range(len(trials)), key=lambda k: (len(trials[k]['val_acc']), (trials[k]['val_acc'] or [0.0])[-1], -k))
+
+# %% ../nbs/16_budget.ipynb #caebe7bd
 def probe_recipes(cfg:Config,            # the budgeted run's config: its network, batch size and recipe
                   candidates:list[tuple[str, list[str]]], # (name, overrides) from `probe_candidates`, the rules' first
                   ds:Dataset,            # the loaded data
@@ -341,10 +386,7 @@ def probe_recipes(cfg:Config,            # the budgeted run's config: its networ
     data = probe_data(ds, n_train, cfg.train.seed)
     one = replace(cfg, train=replace(cfg.train, epochs=1, steps_per_epoch=None, swa_start=None))
     rung_s = per_rung * run_seconds(one, costs, n_train, len(data.val), 0)['epoch_s']
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction='maximize', sampler=optuna.samplers.TPESampler(seed=cfg.train.seed),
-                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
-    for i in range(len(candidates)): study.enqueue_trial({'candidate': i})   # each recipe once, the rules' first
+    study = _halving_study(len(candidates), cfg.train.seed)
 
     def objective(trial):
         i = trial.suggest_categorical('candidate', list(range(len(candidates))))
@@ -353,33 +395,31 @@ def probe_recipes(cfg:Config,            # the budgeted run's config: its networ
                                           'train.steps_per_epoch=null', 'train.swa_start=null',
                                           f'output.dir={json.dumps(tmp)}'])
             trainer = Trainer(trial_cfg, device=device, overwrite=True, progress=False, data=data, echo=False)
-            try:
-                for rung in range(1, PROBE_EPOCHS + 1):
-                    if time.perf_counter() + rung_s > deadline:           # the probe's time is up: no more trials
-                        study.stop()
-                        raise optuna.TrialPruned('out of time')
-                    try: trainer.fit(until_epoch=rung * per_rung)
-                    except AdaptiveCNNError as e:                        # a learning rate too high: a loser
-                        trial.set_user_attr('error', str(e).split(';')[0])
-                        raise optuna.TrialPruned(str(e)) from None
-                    trial.report(trainer.history[-1]['val_acc'], rung)
-                    if trial.should_prune(): raise optuna.TrialPruned()
-                return trainer.history[-1]['val_acc']
+            try: return _train_rungs(trainer, trial, study, per_rung, rung_s, deadline)
             finally: trainer.close()
 
     study.optimize(objective, n_trials=len(candidates))
     done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
-    trials = [dict(name=candidates[t.params['candidate']][0], overrides=candidates[t.params['candidate']][1],
-                   state=t.state.name.lower(), val_acc=[round(v, 4) for _, v in sorted(t.intermediate_values.items())],
-                   seconds=round(t.duration.total_seconds(), 1), **t.user_attrs) for t in done]
-    # the winner went furthest, and was best there; ties go to the earlier trial (the rules' first)
-    best = max(range(len(trials)), key=lambda k: (len(trials[k]['val_acc']), (trials[k]['val_acc'] or [0.0])[-1], -k))
+    trials = _probe_trials(done, candidates)
+    best = _probe_winner(trials)
     record = dict(images=n_train, val_images=len(data.val), epochs=PROBE_EPOCHS * per_rung,
                   seconds=round(time.perf_counter() - start, 1), allowed_s=round(seconds, 1), trials=trials,
                   choice=trials[best]['name'])
     return done[best].params['candidate'], record
 
-# %% ../nbs/16_budget.ipynb #b4c1ac41
+# %% ../nbs/16_budget.ipynb #f12156eb
+def _probe_reason(record:dict, seconds:float, dry_run:bool) -> str:
+    "The plan's reason about the recipe probe: what it will choose between (`dry_run`), or what it chose."
+    if dry_run:
+        return (f'a recipe probe gets {format_duration(seconds)} before training, to choose between: '
+                + ', '.join(record['candidates']))
+    return (f'recipe probe ({record["seconds"]:g} s of {record["allowed_s"]:g} s allowed; '
+            f'{record["images"]:,} images, successive halving over {record["epochs"]} epochs): '
+            + ', '.join(f'{t["name"]} {t["val_acc"][-1] if t["val_acc"] else float("nan"):.3f} '
+                        f'after {len(t["val_acc"])}' for t in record['trials'])
+            + f' → {record["choice"]}')
+
+# %% ../nbs/16_budget.ipynb #dbed4899
 def plan_auto(ds:Dataset,                 # the dataset, loaded as the rules see it (`load_whole`)
               budget_s:float,             # seconds for the whole command
               started:float,              # when the command started (`time.perf_counter` clock)
@@ -414,15 +454,7 @@ def plan_auto(ds:Dataset,                 # the dataset, loaded as the rules see
     rule_why = []
     cfg = load_config(derive_config(p, width, epochs, overrides, rule_why, steps), chosen + list(overrides))
     why += rule_why + [reason]
-    if dry_run and record is not None:
-        why.append(f'a recipe probe gets {format_duration(seconds)} before training, to choose between: '
-                   + ', '.join(record['candidates']))
-    elif record is not None:
-        why.append(f'recipe probe ({record["seconds"]:g} s of {record["allowed_s"]:g} s allowed; '
-                   f'{record["images"]:,} images, successive halving over {record["epochs"]} epochs): '
-                   + ', '.join(f'{t["name"]} {t["val_acc"][-1] if t["val_acc"] else float("nan"):.3f} '
-                               f'after {len(t["val_acc"])}' for t in record['trials'])
-                   + f' → {record["choice"]}')
+    if record is not None: why.append(_probe_reason(record, seconds, dry_run))
     parts = run_seconds(cfg, costs, *split_sizes(cfg, ds))
     predicted = time.perf_counter() - started + (seconds if dry_run else 0.0) + parts['total_s']
     return BudgetPlan(cfg, budget_s, predicted, parts, why, candidates, record)

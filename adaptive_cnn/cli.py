@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['CHECKPOINT_HELP', 'COMMANDS', 'ArgumentParser', 'build_parser', 'overrides_from_args', 'resolve_checkpoint_args',
-           'checkpoint_config', 'config_from_args', 'summary_command', 'format_profile', 'profile_command',
-           'worker_argv', 'launch_workers', 'train_worker', 'check_train_args', 'check_budget_arg', 'report_results',
+           'checkpoint_config', 'config_from_args', 'summary_command', 'check_budget_arg', 'format_profile',
+           'profile_command', 'worker_argv', 'launch_workers', 'report_results', 'train_worker', 'check_train_args',
            'requested_budget', 'plan_to_budget', 'train_command', 'evaluation_dir', 'evaluate_command',
            'export_command', 'test_command', 'find_runs', 'read_run', 'config_differences', 'runs_table',
            'runs_command', 'print_config', 'main']
@@ -37,7 +37,7 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
-# %% ../nbs/18_cli.ipynb #db14f391
+# %% ../nbs/18_cli.ipynb #fef74888
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument('--set', dest='overrides', action='append', default=[], metavar='SECTION.KEY=VALUE',
@@ -50,6 +50,7 @@ def _common_options() -> argparse.ArgumentParser:
                         help='print the resolved config as YAML and exit (nothing is trained, evaluated or written)')
     return common
 
+# %% ../nbs/18_cli.ipynb #114add64
 CHECKPOINT_HELP = ('a checkpoint written by train (.pth) or a run folder (its checkpoints/best_model.pth); '
                    'alone, its own config is used; after a CONFIG, that config describes the network')
 
@@ -58,12 +59,9 @@ def _checkpoint_arguments(parser:argparse.ArgumentParser):
     parser.add_argument('first', metavar='CHECKPOINT|CONFIG',
                         help=CHECKPOINT_HELP + '; CONFIG: built-in name or YAML path')
 
-def build_parser() -> ArgumentParser:
-    "The `adaptive-cnn` argument parser."
-    parser = ArgumentParser(prog='adaptive-cnn', description='Dataset-adaptive CNN image classifiers.')
-    parser.add_argument('--version', action='version', version=f'adaptive_cnn {adaptive_cnn.__version__}')
-    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    common = [_common_options()]
+# %% ../nbs/18_cli.ipynb #65fd12a6
+def _add_train_command(sub, common:list):
+    "`train CONFIG`: the dataset, the processes to train in, a run already in the output folder, a time budget."
     train = sub.add_parser('train', parents=common, help='train a model')
     train.add_argument('config', metavar='CONFIG',
                        help='built-in config name (mnist, cifar10), YAML path, or auto (derived from --data)')
@@ -83,6 +81,10 @@ def build_parser() -> ArgumentParser:
     train.add_argument('--budget', metavar='TIME',
                        help='wall time of the whole run, e.g. 10m, 90s, 1h30m (config key train.budget): '
                             'epochs are fitted to it, and with auto the network and (by a short probe) the recipe')
+
+# %% ../nbs/18_cli.ipynb #21491cd3
+def _add_evaluate_command(sub, common:list):
+    "`evaluate [CONFIG] CHECKPOINT|RUN_DIR [--tta]`."
     evaluate = sub.add_parser('evaluate', parents=common,
                               help='evaluate a checkpoint on the test split: metrics, figures, report',
                               usage='%(prog)s [options] [CONFIG] CHECKPOINT|RUN_DIR [--tta]')
@@ -91,6 +93,10 @@ def build_parser() -> ArgumentParser:
     evaluate.add_argument('--tta', action='store_true',
                           help='test-time augmentation: average over shifted '
                                '(and, where the recipe flips, mirrored) views')
+
+# %% ../nbs/18_cli.ipynb #c08a3702
+def _add_test_command(sub, common:list):
+    "`test [CONFIG] CHECKPOINT|RUN_DIR IMAGE...` (or `predict`): top-k, JSON, Grad-CAM."
     test = sub.add_parser('test', aliases=['predict'], parents=common,
                           usage='%(prog)s [options] [CONFIG] CHECKPOINT|RUN_DIR IMAGE...',
                           help='classify image files (PNG, JPEG, BMP, GIF, TIFF, WebP) or folders of them '
@@ -105,6 +111,10 @@ def build_parser() -> ArgumentParser:
                       help='one JSON object per image: file, prediction, probability, topk')
     test.add_argument('--gradcam', metavar='OUT.png',
                       help='write the Grad-CAM overlay of the predicted class (several images: OUT_<name>.png)')
+
+# %% ../nbs/18_cli.ipynb #d5664242
+def _add_export_command(sub, common:list):
+    "`export [CONFIG] CHECKPOINT|RUN_DIR --format onnx|torchscript --out FILE`."
     export = sub.add_parser('export', parents=common,
                             help='export a checkpoint to ONNX or TorchScript, checked against PyTorch',
                             usage='%(prog)s [options] [CONFIG] CHECKPOINT|RUN_DIR '
@@ -114,6 +124,10 @@ def build_parser() -> ArgumentParser:
     export.add_argument('--format', required=True, choices=['onnx', 'torchscript'],
                         help='onnx (preferred) or torchscript')
     export.add_argument('--out', required=True, metavar='FILE', help='file to write')
+
+# %% ../nbs/18_cli.ipynb #04162384
+def _add_inspection_commands(sub, common:list):
+    "`summary CONFIG`, `runs DIR...` and `profile DATA`."
     summary = sub.add_parser('summary', parents=common, help='print the network: layers, output shapes, parameters')
     summary.add_argument('config', metavar='CONFIG', help='built-in config name (mnist, cifar10) or YAML path')
     runs = sub.add_parser('runs',
@@ -127,9 +141,22 @@ def build_parser() -> ArgumentParser:
                          help='print one JSON object (the derived config under suggested_config)')
     profile.add_argument('--budget', metavar='TIME',
                          help='derive the run that fits this wall time (e.g. 5m) and print its predicted time')
+
+# %% ../nbs/18_cli.ipynb #6c7e698e
+def build_parser() -> ArgumentParser:
+    "The `adaptive-cnn` argument parser."
+    parser = ArgumentParser(prog='adaptive-cnn', description='Dataset-adaptive CNN image classifiers.')
+    parser.add_argument('--version', action='version', version=f'adaptive_cnn {adaptive_cnn.__version__}')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    common = [_common_options()]
+    _add_train_command(sub, common)
+    _add_evaluate_command(sub, common)
+    _add_test_command(sub, common)
+    _add_export_command(sub, common)
+    _add_inspection_commands(sub, common)
     return parser
 
-# %% ../nbs/18_cli.ipynb #cfea8d05
+# %% ../nbs/18_cli.ipynb #8e8b27ab
 def overrides_from_args(args:argparse.Namespace) -> list[str]:
     "`--set` overrides, then `--data-root` and `--output-dir` as overrides."
     overrides = list(args.overrides)
@@ -138,6 +165,7 @@ def overrides_from_args(args:argparse.Namespace) -> list[str]:
     if getattr(args, 'budget', None) is not None: overrides.append(f'train.budget={json.dumps(args.budget)}')
     return overrides
 
+# %% ../nbs/18_cli.ipynb #1f3b65d3
 def resolve_checkpoint_args(args:argparse.Namespace):
     "Sort `[CONFIG] CHECKPOINT [IMAGE...]` into `args.config` (None: the checkpoint's), `.checkpoint` and `.images`."
     rest = args.rest if isinstance(args.rest, list) else ([] if args.rest is None else [args.rest])
@@ -156,6 +184,7 @@ def resolve_checkpoint_args(args:argparse.Namespace):
         args.images = rest
     elif rest: raise UsageError(f'{args.command} takes one checkpoint; unexpected {" ".join(rest)}')
 
+# %% ../nbs/18_cli.ipynb #5c187808
 def checkpoint_config(checkpoint:Path, overrides:list[str]):
     "A checkpoint's config, with this machine's data folder (`--data-root` or $ADAPTIVE_CNN_DATA), then `overrides`."
     trained = config_from_dict(load_checkpoint(checkpoint)['config'])
@@ -176,7 +205,7 @@ def config_from_args(args:argparse.Namespace):
                          'give it with --data DATA (a dataset name, image folder or .npz file)')
     return auto_config(dataset, overrides)
 
-# %% ../nbs/18_cli.ipynb #2fe486a2
+# %% ../nbs/18_cli.ipynb #d0e4463f
 def summary_command(args) -> int:
     "Print the layer table of the configured network."
     cfg = config_from_args(args)
@@ -188,6 +217,17 @@ def summary_command(args) -> int:
     print(table)
     return 0
 
+# %% ../nbs/18_cli.ipynb #0f956efa
+def check_budget_arg(args):
+    "Refuse a `--budget` that is not a duration, naming the option as the user typed it."
+    if args.budget is None: return
+    try: seconds = parse_duration(args.budget)
+    except ValueError: seconds = None
+    if not seconds:
+        raise UsageError(f'--budget {args.budget}: not a wall time; '
+                         'write it as 90s, 10m, 1h30m or a number of seconds')
+
+# %% ../nbs/18_cli.ipynb #62901727
 def format_profile(p:dict) -> str:
     "A profile (`adaptive-cnn profile --json` without the config) as a short readable report."
     ground = (f"plain, {p['polarity'].replace('_', ' ')}" if p['plain_background']
@@ -208,6 +248,15 @@ def format_profile(p:dict) -> str:
     lines += [f'note          {n}' for n in p['notes']]
     return '\n'.join(lines)
 
+def _train_auto_command(args) -> str:
+    "The `train auto` command line that trains the config `profile` derives, quoted for the shell."
+    command = (['adaptive-cnn', 'train', 'auto', '--data', args.data]
+               + [a for o in args.overrides for a in ('--set', o)])
+    if args.data_root is not None: command += ['--data-root', args.data_root]
+    if args.budget is not None: command += ['--budget', args.budget]
+    return shlex.join(command)
+
+# %% ../nbs/18_cli.ipynb #17e4819c
 def profile_command(args) -> int:
     "Print what the data layer and adaptation rules see of a dataset, the derived config (for a budget: its timing)."
     from adaptive_cnn.budget import plan_auto
@@ -232,18 +281,14 @@ def profile_command(args) -> int:
                               **({'budget': plan.record()} if plan else {}))))
         return 0
     print(format_profile(profile))
-    command = (['adaptive-cnn', 'train', 'auto', '--data', args.data]
-               + [a for o in args.overrides for a in ('--set', o)])
-    if args.data_root is not None: command += ['--data-root', args.data_root]
-    if args.budget is not None: command += ['--budget', args.budget]
-    print(f'\n# suggested config ({shlex.join(command)}):')
+    print(f'\n# suggested config ({_train_auto_command(args)}):')
     print('\n'.join(f'#   {w}' for w in why))
     if plan is not None:
         print(f'#   predicted wall time: {format_duration(plan.predicted_s)} of {format_duration(plan.budget_s)}')
     print(config_yaml(suggested), end='')
     return 0
 
-# %% ../nbs/18_cli.ipynb #428a8a70
+# %% ../nbs/18_cli.ipynb #4fcf40d2
 def worker_argv(argv:list[str], config_path:Path) -> list[str]:
     "The command line of `train auto --data DATA ...` with a config file in place of `auto` and without `--data`."
     out, skip = [], False
@@ -254,6 +299,7 @@ def worker_argv(argv:list[str], config_path:Path) -> list[str]:
     out[out.index('auto', out.index('train'))] = str(config_path)
     return out
 
+# %% ../nbs/18_cli.ipynb #f1e3e43d
 def launch_workers(args, cfg, nprocs:int) -> int:
     "Check what can be checked here, then run `nprocs` training workers under torchrun."
     on_cpu = args.num_procs or (not args.num_gpus and not torch.cuda.is_available())
@@ -270,6 +316,14 @@ def launch_workers(args, cfg, nprocs:int) -> int:
             argv = worker_argv(argv, Path(tmp)/'auto.yaml')
         return launch(nprocs, argv, args.max_restarts, cpu=device.type == 'cpu', debug=args.debug)
 
+# %% ../nbs/18_cli.ipynb #b5a2cb68
+def report_results(cfg, results:dict):
+    "The last line of a run: its folder, the model kept as best_model.pth, its validation and test accuracy."
+    print(f"results in {cfg.output.dir}: best_model.pth = {results['best_model']}, "
+          f"val_acc {max(results['best_val_acc'], results.get('swa_val_acc', 0)):.4f}"
+          + (f", test_acc {results['test_acc']:.4f}" if 'test_acc' in results else ''))
+
+# %% ../nbs/18_cli.ipynb #06e35aa4
 def train_worker(args, cfg) -> int:
     "One torchrun worker: join the process group and train this rank's part."
     from adaptive_cnn.training import Trainer
@@ -292,7 +346,7 @@ def train_worker(args, cfg) -> int:
     finally: shutdown_distributed()
     return 0
 
-# %% ../nbs/18_cli.ipynb #0eac8c83
+# %% ../nbs/18_cli.ipynb #65d805f2
 def check_train_args(args):
     "Refuse contradictory or impossible `train` options."
     if args.resume and args.overwrite:
@@ -305,20 +359,7 @@ def check_train_args(args):
     if args.max_restarts < 0: raise UsageError(f'--max-restarts {args.max_restarts}: give a number of at least 0')
     check_budget_arg(args)
 
-def check_budget_arg(args):
-    "Refuse a `--budget` that is not a duration, naming the option as the user typed it."
-    if args.budget is None: return
-    try: seconds = parse_duration(args.budget)
-    except ValueError: seconds = None
-    if not seconds:
-        raise UsageError(f'--budget {args.budget}: not a wall time; '
-                         'write it as 90s, 10m, 1h30m or a number of seconds')
-
-def report_results(cfg, results:dict):
-    print(f"results in {cfg.output.dir}: best_model.pth = {results['best_model']}, "
-          f"val_acc {max(results['best_val_acc'], results.get('swa_val_acc', 0)):.4f}"
-          + (f", test_acc {results['test_acc']:.4f}" if 'test_acc' in results else ''))
-
+# %% ../nbs/18_cli.ipynb #b91a70d2
 def requested_budget(args, cfg) -> str|None:
     "The run's time budget: `train.budget` of the config (`cfg` None: of the overrides alone, as for `auto`)."
     return (cfg or load_config(None, overrides_from_args(args))).train.budget
@@ -338,6 +379,7 @@ def plan_to_budget(args, cfg, device:torch.device) -> tuple:
           flush=True)
     return plan.cfg, plan
 
+# %% ../nbs/18_cli.ipynb #c7ec80ff
 def train_command(args) -> int:
     "Train with the config's recipe in this process (fitted to a time budget, if any), or launch torchrun for several."
     from adaptive_cnn.training import Trainer
@@ -370,7 +412,7 @@ def train_command(args) -> int:
     report_results(cfg, results)
     return 0
 
-# %% ../nbs/18_cli.ipynb #cd289445
+# %% ../nbs/18_cli.ipynb #b2c8f78e
 def evaluation_dir(args) -> Path:
     "Where `evaluate` writes: `--output-dir`/evaluation, else the checkpoint's run folder/evaluation (with TTA: _tta)."
     name = 'evaluation_tta' if args.tta else 'evaluation'
@@ -392,6 +434,7 @@ def evaluate_command(args) -> int:
     print(f'metrics.json, figures and report.md in {out}')
     return 0
 
+# %% ../nbs/18_cli.ipynb #65ca34c8
 def export_command(args) -> int:
     "Export a checkpoint; the exported model's logits are checked against PyTorch's on real test images first."
     from adaptive_cnn.inference import Predictor, export_model
@@ -408,6 +451,7 @@ def export_command(args) -> int:
           f'max |Δlogit| against PyTorch on {len(real)} test images: {diff:.1e}')
     return 0
 
+# %% ../nbs/18_cli.ipynb #d1f54628
 def test_command(args) -> int:
     "Classify image files: top-k for one, CSV (or JSON lines) for several; bad files are listed, the rest classified."
     from adaptive_cnn.inference import (Predictor, expand_paths, classify_files, records_csv, gradcam_overlay,
@@ -439,10 +483,11 @@ def test_command(args) -> int:
               + ', '.join(f for f, _ in failures), file=sys.stderr)
     return 2 if failures else 0
 
+# %% ../nbs/18_cli.ipynb #21a4d991
 COMMANDS = dict(train=train_command, evaluate=evaluate_command, test=test_command, predict=test_command,
                 export=export_command, summary=summary_command, profile=profile_command)
 
-# %% ../nbs/18_cli.ipynb #47f9b19d
+# %% ../nbs/18_cli.ipynb #b7d2182b
 def find_runs(paths:list[str]) -> list[Path]:
     "Run folders (with `config.yaml` and `metrics.jsonl`) among `paths` and the folders directly in them, in order."
     is_run = lambda p: (p/'config.yaml').is_file() and (p/'metrics.jsonl').is_file()
@@ -454,6 +499,7 @@ def find_runs(paths:list[str]) -> list[Path]:
         found += inside
     return list(dict.fromkeys(found))
 
+# %% ../nbs/18_cli.ipynb #838e232c
 def read_run(folder:Path) -> dict:
     "One row of `runs`: the run's name, flattened config, epochs, best and last validation accuracy, results."
     cfg = load_config(folder/'config.yaml')
@@ -466,6 +512,7 @@ def read_run(folder:Path) -> dict:
                 last_val_acc=history[-1]['val_acc'] if history else None, test_acc=results.get('test_acc'),
                 best_model=results.get('best_model'), wall_s=results.get('train_wall_s'))
 
+# %% ../nbs/18_cli.ipynb #fdb4b4dd
 def config_differences(rows:list[dict]) -> list[str]:
     "The config keys whose values are not the same in every run (where a run is and where its data is aside)."
     keys = dict.fromkeys(k for r in rows for k in r['config'] if k not in ('output.dir', 'data.root'))
@@ -482,6 +529,7 @@ def runs_table(rows:list[dict]) -> str:
     widths = [max(len(str(row[i])) for row in [head] + body) for i in range(len(head))]
     return '\n'.join('  '.join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head] + body)
 
+# %% ../nbs/18_cli.ipynb #f1ea3966
 def runs_command(args) -> int:
     "Compare run folders: a table (or JSON lines) of their results and of the config values that differ."
     rows = [read_run(f) for f in find_runs(args.dirs)]
@@ -491,7 +539,7 @@ def runs_command(args) -> int:
 
 COMMANDS['runs'] = runs_command
 
-# %% ../nbs/18_cli.ipynb #c4457aa9
+# %% ../nbs/18_cli.ipynb #d5b269e5
 def print_config(args) -> int:
     "`--print-config`: the config the command would run with, as YAML (`profile` prints its derived config itself)."
     cfg = config_from_args(args)
@@ -501,6 +549,7 @@ def print_config(args) -> int:
     print(config_yaml(cfg), end='')
     return 0
 
+# %% ../nbs/18_cli.ipynb #738c2376
 def main(argv:list[str]|None=None) -> int:
     "Entry point of `adaptive-cnn`: run one subcommand and return its exit code."
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
+from fastcore.basics import patch
 from .errors import AdaptiveCNNError, UsageError
 
-# %% ../nbs/07_distributed.ipynb #43590564
+# %% ../nbs/07_distributed.ipynb #3e2dcfc8
 @dataclass
 class DistributedContext:
     "This process's place among the processes of a run; a single process by default."
@@ -27,9 +28,13 @@ class DistributedContext:
     backend:str|None = None      # 'nccl' or 'gloo'; None in a single process
 
     @property
-    def is_main(self) -> bool: "Whether this process writes the run's files." ; return self.rank == 0
+    def is_main(self) -> bool:
+        "Whether this process writes the run's files."
+        return self.rank == 0
     @property
-    def distributed(self) -> bool: "Whether this process is in a process group (torchrun), even a group of one." ; return self.backend is not None
+    def distributed(self) -> bool:
+        "Whether this process is in a process group (torchrun), even a group of one."
+        return self.backend is not None
 
     def barrier(self):
         "Wait until every process gets here."
@@ -45,39 +50,46 @@ class DistributedContext:
         if self.distributed: dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t
 
-    def share_buffers(self, model:nn.Module):
-        "Give every rank rank 0's buffers (BatchNorm statistics): DDP only does so at the start of a forward pass."
-        if self.distributed:
-            for b in model.buffers(): dist.broadcast(b, src=0)
+# %% ../nbs/07_distributed.ipynb #d10772f5
+@patch
+def share_buffers(self:DistributedContext, model:nn.Module):
+    "Give every rank rank 0's buffers (BatchNorm statistics): DDP only does so at the start of a forward pass."
+    if self.distributed:
+        for b in model.buffers(): dist.broadcast(b, src=0)
 
-    def local_main_first(self, fn):
-        "`fn()` on the first rank of each machine, then on the others (a download happens once per machine)."
-        if self.distributed and self.local_rank != 0: dist.barrier()
-        result = fn()
-        if self.distributed and self.local_rank == 0: dist.barrier()
-        return result
+@patch
+def local_main_first(self:DistributedContext, fn):
+    "`fn()` on the first rank of each machine, then on the others (a download happens once per machine)."
+    if self.distributed and self.local_rank != 0: dist.barrier()
+    result = fn()
+    if self.distributed and self.local_rank == 0: dist.barrier()
+    return result
 
-    def on_main(self, fn):
-        "Run `fn` on rank 0 alone, then let every rank go on; an adaptive_cnn error it raises is raised on every rank."
-        error = None
-        if self.is_main:
-            try: fn()
-            except Exception as e: error = e        # a full disk too: the others must not wait for rank 0 forever
-        if self.distributed:   # the broadcast doubles as the barrier
-            box = [error if isinstance(error, AdaptiveCNNError) else None if error is None else
-                   AdaptiveCNNError(f'rank 0 failed: {type(error).__name__}: {error}')]
-            dist.broadcast_object_list(box, src=0)
-            if not self.is_main and box[0] is not None:
-                box[0].reported_by = 0              # rank 0 prints it
-                raise box[0]
-        if error is not None: raise error
+# %% ../nbs/07_distributed.ipynb #f2179125
+@patch
+def on_main(self:DistributedContext, fn):
+    "Run `fn` on rank 0 alone, then let every rank go on; an adaptive_cnn error it raises is raised on every rank."
+    error = None
+    if self.is_main:
+        try: fn()
+        except Exception as e: error = e        # a full disk too: the others must not wait for rank 0 forever
+    if self.distributed:   # the broadcast doubles as the barrier
+        box = [error if isinstance(error, AdaptiveCNNError) else (None if error is None else
+               AdaptiveCNNError(f'rank 0 failed: {type(error).__name__}: {error}'))]
+        dist.broadcast_object_list(box, src=0)
+        if not self.is_main and box[0] is not None:
+            box[0].reported_by = 0              # rank 0 prints it
+            raise box[0]
+    if error is not None: raise error
 
-    def wrap(self, model:nn.Module) -> nn.Module:
-        "`model` inside DistributedDataParallel when there are several processes."
-        if not self.distributed: return model
-        ids = [self.device.index] if self.device.type == 'cuda' else None
-        # gradients as views into the all-reduce buckets: no copy, and no stride mismatch with channels_last weights
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
+# %% ../nbs/07_distributed.ipynb #9c8a8a5b
+@patch
+def wrap(self:DistributedContext, model:nn.Module) -> nn.Module:
+    "`model` inside DistributedDataParallel when there are several processes."
+    if not self.distributed: return model
+    ids = [self.device.index] if self.device.type == 'cuda' else None
+    # gradients as views into the all-reduce buckets: no copy, and no stride mismatch with channels_last weights
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
 
 # %% ../nbs/07_distributed.ipynb #ae6b5663
 def launched_by_torchrun() -> bool:
@@ -100,7 +112,8 @@ def init_distributed(device_type:str|None=None, # 'cuda', 'cpu', or None: a GPU 
     device_type = device_type or ('cuda' if torch.cuda.is_available() else 'cpu')
     if device_type == 'cuda':
         if local >= torch.cuda.device_count():
-            raise UsageError(f'rank {rank} wants GPU {local}, but this machine has {torch.cuda.device_count()}; start at most that many processes per machine')
+            raise UsageError(f'rank {rank} wants GPU {local}, but this machine has {torch.cuda.device_count()}; '
+                             'start at most that many processes per machine')
         device = torch.device('cuda', local)
         torch.cuda.set_device(device)
     else: device = torch.device('cpu')
@@ -116,21 +129,26 @@ def shutdown_distributed():
 
 # %% ../nbs/07_distributed.ipynb #3bc3d218
 def shard_indices(order:torch.Tensor, rank:int, world_size:int) -> torch.Tensor:
-    "This rank's part of `order`: padded with its start to a multiple of `world_size`, then every `world_size`-th index."
+    "This rank's part of `order`, padded with its start to a multiple of `world_size`: every `world_size`-th index."
     pad = -len(order) % world_size
     padded = torch.cat([order, order.repeat(math.ceil(pad / len(order)))[:pad]]) if pad else order
     return padded[rank::world_size]
 
-# %% ../nbs/07_distributed.ipynb #f91ae875
+# %% ../nbs/07_distributed.ipynb #3f2e28e0
 class AllReduceSum(torch.autograd.Function):
     "Sum of a tensor over all processes; its gradient is the sum of the gradients over all processes."
     @staticmethod
     def forward(ctx, t:torch.Tensor) -> torch.Tensor:
-        t = t.clone(); dist.all_reduce(t); return t
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
     @staticmethod
     def backward(ctx, grad:torch.Tensor) -> torch.Tensor:
-        grad = grad.clone(); dist.all_reduce(grad); return grad
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
 
+# %% ../nbs/07_distributed.ipynb #15b4b0c5
 class CPUSyncBatchNorm(nn.BatchNorm2d):
     "BatchNorm2d whose training statistics are those of the global batch over all gloo processes."
     def forward(self, x:torch.Tensor) -> torch.Tensor:
@@ -152,26 +170,30 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
         if self.affine: y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return y.to(x.dtype)
 
+# %% ../nbs/07_distributed.ipynb #ccbbec67
 def convert_sync_batchnorm(model:nn.Module, device:torch.device) -> nn.Module:
-    "`model` with every BatchNorm2d synchronised across processes: `nn.SyncBatchNorm` on GPUs, `CPUSyncBatchNorm` on CPUs."
+    "`model` with its BatchNorm2d layers synchronised: `nn.SyncBatchNorm` on GPUs, `CPUSyncBatchNorm` on CPUs."
     if torch.device(device).type == 'cuda': return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for name, child in model.named_children():
         if type(child) is nn.BatchNorm2d:
-            sync = CPUSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            sync = CPUSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                    child.track_running_stats)
             sync.load_state_dict(child.state_dict())
             setattr(model, name, sync.to(child.weight.device if child.affine else 'cpu'))
         else: convert_sync_batchnorm(child, device)
     return model
 
-# %% ../nbs/07_distributed.ipynb #c98a1939
+# %% ../nbs/07_distributed.ipynb #ea14c82e
 def check_gpus(n:int):
     "Refuse `--num-gpus n` on a machine with fewer GPUs."
     have = torch.cuda.device_count()
     if n > have:
-        cpu = f'--num-procs {n} to run {n} CPU processes with gloo' if n > 1 else 'leave out --num-gpus to train on the CPU'
+        cpu = (f'--num-procs {n} to run {n} CPU processes with gloo' if n > 1
+               else 'leave out --num-gpus to train on the CPU')
         fewer = f'use --num-gpus {have} or fewer, or ' if have else ('use ' if n > 1 else '')
         raise UsageError(f'--num-gpus {n}: this machine has {have} CUDA GPU{"" if have == 1 else "s"}; {fewer}{cpu}')
 
+# %% ../nbs/07_distributed.ipynb #5df9ec81
 def torchrun_args(nprocs:int, worker_args:list[str], max_restarts:int=0) -> list[str]:
     "torchrun's command line for `nprocs` workers on this machine running `adaptive_cnn` with `worker_args`."
     return ['--standalone', '--nproc_per_node', str(nprocs), '--max-restarts', str(max_restarts),
@@ -186,6 +208,7 @@ def describe_failure(rank:int, exitcode:int) -> str:
         return f'rank {rank} was killed by {name}'
     return f'rank {rank} exited with code {exitcode}'
 
+# %% ../nbs/07_distributed.ipynb #ae5fb4f3
 def launch(nprocs:int, worker_args:list[str], max_restarts:int=0, cpu:bool=False, debug:bool=False) -> int:
     "Run `python -m adaptive_cnn *worker_args` in `nprocs` processes under torchrun; the exit code of the run."
     from torch.distributed import run as torchrun
@@ -206,16 +229,19 @@ def launch(nprocs:int, worker_args:list[str], max_restarts:int=0, cpu:bool=False
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         code = failure.exitcode
-        # a worker that raised an adaptive_cnn error has printed it (exit 1 or 2); one that died otherwise is named here
+        # a worker that raised an adaptive_cnn error has printed it (exit 1 or 2);
+        # one that died otherwise is named here
         if code not in (1, 2):
-            print(f'adaptive-cnn: error: training failed: {describe_failure(rank, code)}; see its output above', file=sys.stderr, flush=True)
+            print(f'adaptive-cnn: error: training failed: {describe_failure(rank, code)}; see its output above',
+                  file=sys.stderr, flush=True)
         return code if code > 0 else 1
     except SignalException as e:                       # Ctrl-C or a kill of the launcher: torchrun stopped the workers
         print(f'adaptive-cnn: interrupted ({e.sigval.name}); continue with --resume', file=sys.stderr, flush=True)
         return 128 + int(e.sigval)
     finally:
         elastic.setLevel(level)
-        os.environ.clear(); os.environ.update(saved_env)
+        os.environ.clear()
+        os.environ.update(saved_env)
 
 # %% ../nbs/07_distributed.ipynb #895eedc9
 def restarted_run_flags(out:Path, resume:bool, overwrite:bool) -> tuple[bool, bool]:

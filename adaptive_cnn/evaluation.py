@@ -102,6 +102,7 @@ def plot_confusion(cm:np.ndarray, classes:list[str]):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/12_evaluation.ipynb #39f25069
 def plot_roc(probs:np.ndarray, labels:np.ndarray, classes:list[str]):
     "One-vs-rest ROC curve of every class, its AUC in the legend."
     import matplotlib.pyplot as plt
@@ -123,6 +124,7 @@ def plot_roc(probs:np.ndarray, labels:np.ndarray, classes:list[str]):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/12_evaluation.ipynb #0f25b84b
 def plot_reliability(probs:np.ndarray, labels:np.ndarray, n_bins:int=15):
     "Reliability diagram: accuracy per confidence bin against the diagonal, and how many predictions fall in each bin."
     import matplotlib.pyplot as plt
@@ -143,6 +145,7 @@ def plot_reliability(probs:np.ndarray, labels:np.ndarray, n_bins:int=15):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/12_evaluation.ipynb #39119a29
 def plot_top_losses(images:torch.Tensor, probs:np.ndarray, labels:np.ndarray, classes:list[str], k:int=16):
     "The `k` test images with the highest loss: true class, predicted class and its probability."
     import matplotlib.pyplot as plt
@@ -161,6 +164,7 @@ def plot_top_losses(images:torch.Tensor, probs:np.ndarray, labels:np.ndarray, cl
     fig.tight_layout()
     return fig
 
+# %% ../nbs/12_evaluation.ipynb #59a7bea8
 def plot_per_class_accuracy(cm:np.ndarray, classes:list[str]):
     "Accuracy (recall) of every class as bars, with the overall accuracy as a line."
     import matplotlib.pyplot as plt
@@ -180,10 +184,10 @@ def plot_per_class_accuracy(cm:np.ndarray, classes:list[str]):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/12_evaluation.ipynb #c7e9c6b7
 FIGURES = dict(confusion_matrix='confusion_matrix.png', roc='roc_curves.png', reliability='reliability.png',
                top_losses='top_losses.png', per_class_accuracy='per_class_accuracy.png')
 
-# %% ../nbs/12_evaluation.ipynb #c7e9c6b7
 def write_report(out:Path, metrics:dict, source:str, tta:bool, split:str):
     "report.md: what was evaluated, the metrics tables and the figures."
     title = f'# Evaluation of `{source}`'
@@ -201,6 +205,26 @@ def write_report(out:Path, metrics:dict, source:str, tta:bool, split:str):
     for key, name in FIGURES.items(): lines += [f'{captions[key]}', '', f'![{key}]({name})', '']
     with atomic_write(out/'report.md', 'w') as f: f.write('\n'.join(lines))
 
+# %% ../nbs/12_evaluation.ipynb #53b30a08
+def _write_figures(out:Path, metrics:dict, probs:np.ndarray, labels:np.ndarray, images:torch.Tensor,
+                   classes:list[str], split:str, tensorboard:bool):
+    "Draw the `FIGURES` into `out` as PNGs; with `tensorboard`, into its event files too, with the summary metrics."
+    cm = np.array(metrics['confusion_matrix'])
+    figures = dict(confusion_matrix=lambda: plot_confusion(cm, classes), roc=lambda: plot_roc(probs, labels, classes),
+                   reliability=lambda: plot_reliability(probs, labels),
+                   top_losses=lambda: plot_top_losses(images, probs, labels, classes),
+                   per_class_accuracy=lambda: plot_per_class_accuracy(cm, classes))
+    tb = tensorboard_writer(out) if tensorboard else None   # beside the figures: `--logdir` shows both
+    for key, draw in figures.items():
+        fig = draw()
+        if tb is not None: tb.add_figure(f'{split}/{key}', fig, close=False)
+        save_image(fig, out/FIGURES[key])
+    if tb is not None:
+        for key in SUMMARY_KEYS:
+            if isinstance(metrics.get(key), (int, float)): tb.add_scalar(f'{split}/{key}', metrics[key])
+        tb.close()
+
+# %% ../nbs/12_evaluation.ipynb #3e4333a5
 def evaluate_checkpoint(cfg:Config,                     # config whose architecture the checkpoint must match
                         checkpoint:str|Path,            # a checkpoint written by `adaptive-cnn train`
                         out:str|Path,                   # the evaluation folder to write
@@ -227,19 +251,6 @@ def evaluate_checkpoint(cfg:Config,                     # config whose architect
                    predict_s=round(time.perf_counter() - start, 2),
                    date=time.strftime('%Y-%m-%d %H:%M:%S %Z'), device=str(device))
     with atomic_write(out/'metrics.json', 'w') as f: json.dump(metrics, f, indent=1, allow_nan=False)
-    cm = np.array(metrics['confusion_matrix'])
-    figures = dict(confusion_matrix=lambda: plot_confusion(cm, classes), roc=lambda: plot_roc(probs, labels, classes),
-                   reliability=lambda: plot_reliability(probs, labels),
-                   top_losses=lambda: plot_top_losses(images.images, probs, labels, classes),
-                   per_class_accuracy=lambda: plot_per_class_accuracy(cm, classes))
-    tb = tensorboard_writer(out) if cfg.output.tensorboard else None   # beside the figures: `--logdir` shows both
-    for key, draw in figures.items():
-        fig = draw()
-        if tb is not None: tb.add_figure(f'{split}/{key}', fig, close=False)
-        save_image(fig, out/FIGURES[key])
-    if tb is not None:
-        for key in SUMMARY_KEYS:
-            if isinstance(metrics.get(key), (int, float)): tb.add_scalar(f'{split}/{key}', metrics[key])
-        tb.close()
+    _write_figures(out, metrics, probs, labels, images.images, classes, split, cfg.output.tensorboard)
     write_report(out, metrics, str(checkpoint), tta, split)
     return metrics

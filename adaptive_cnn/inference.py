@@ -134,6 +134,20 @@ def records_csv(records:list[dict], topk:int) -> str:
 # %% ../nbs/14_inference.ipynb #1c0840b4
 EXPORT_FORMATS = ('onnx', 'torchscript')
 
+def _save_exported(model:torch.nn.Module, example:torch.Tensor, fmt:str, path:Path):
+    "Write `model`, traced on `example`, to `path` as `fmt`: ONNX with a dynamic batch dimension, or TorchScript."
+    import contextlib, warnings
+    if fmt == 'onnx':
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter's progress lines
+            warnings.simplefilter('ignore')
+            torch.onnx.export(model, (example,), str(path), input_names=['images'], output_names=['logits'],
+                              dynamic_axes={'images': {0: 'batch'}, 'logits': {0: 'batch'}})
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', FutureWarning)
+            torch.jit.save(torch.jit.trace(model, example), str(path))
+
+# %% ../nbs/14_inference.ipynb #c088aecd
 def run_exported(path:Path, fmt:str, x:torch.Tensor) -> torch.Tensor:
     "Logits of the exported model at `path` for normalised images `x`, run outside PyTorch's eager mode."
     if fmt == 'onnx':
@@ -145,10 +159,11 @@ def run_exported(path:Path, fmt:str, x:torch.Tensor) -> torch.Tensor:
         warnings.simplefilter('ignore', FutureWarning)      # TorchScript's deprecation notice
         return torch.jit.load(str(path))(x).detach()
 
+# %% ../nbs/14_inference.ipynb #ee4b7e62
 def export_model(model:torch.nn.Module, example:torch.Tensor, fmt:str, out:str|Path,
                  check:torch.Tensor|None=None, tol:float=1e-4) -> float:
     "Export `model` (for inputs shaped like `example`) to `out` as `fmt`; checked on `check` images; the max |Δlogit|."
-    import contextlib, os, warnings
+    import os
     if fmt not in EXPORT_FORMATS: raise UsageError(f'--format {fmt}: choose one of {", ".join(EXPORT_FORMATS)}')
     if fmt == 'onnx':                     # torch.onnx.export writes with onnx and onnxscript; checked on onnxruntime
         for module in ('onnx', 'onnxscript', 'onnxruntime'): require(module, 'export')
@@ -159,15 +174,7 @@ def export_model(model:torch.nn.Module, example:torch.Tensor, fmt:str, out:str|P
     model = copy.deepcopy(model).float().eval().to('cpu', memory_format=torch.contiguous_format)
     tmp = out.with_name(f'.{out.name}.{os.getpid()}.tmp')
     try:
-        if fmt == 'onnx':
-            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter's progress lines
-                warnings.simplefilter('ignore')
-                torch.onnx.export(model, (example,), str(tmp), input_names=['images'], output_names=['logits'],
-                                  dynamic_axes={'images': {0: 'batch'}, 'logits': {0: 'batch'}})
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore', FutureWarning)
-                torch.jit.save(torch.jit.trace(model, example), str(tmp))
+        _save_exported(model, example, fmt, tmp)
         x = example if check is None else check
         with torch.no_grad(): expected = model(x)
         diff = float((run_exported(tmp, fmt, x) - expected).abs().max())

@@ -51,7 +51,8 @@ def class_activation_maps(model:AdaptiveCNN,      # a trained network (it is cop
                           method:str='gradcam',    # one of CAM_METHODS
                          ) -> tuple[np.ndarray, list[int]]:
     "CAMs (N×H×W in [0, 1]) of `x` for `classes`, and the classes explained."
-    if method not in CAM_METHODS: raise UsageError(f'CAM method {method!r} is unknown; choose one of {", ".join(CAM_METHODS)}')
+    if method not in CAM_METHODS:
+        raise UsageError(f'CAM method {method!r} is unknown; choose one of {", ".join(CAM_METHODS)}')
     net = cam_ready(model)
     x = x.float().to(next(net.parameters()).device)
     if classes is None: classes = predicted_classes(net, x)
@@ -70,7 +71,8 @@ def to_display(images:torch.Tensor) -> np.ndarray:
 
 def denormalize(x:torch.Tensor, mean:list[float], std:list[float]) -> torch.Tensor:
     "Normalised float images → uint8 images, the inverse of `normalize`."
-    m = torch.tensor(mean, device=x.device)[:, None, None]; s = torch.tensor(std, device=x.device)[:, None, None]
+    m = torch.tensor(mean, device=x.device)[:, None, None]
+    s = torch.tensor(std, device=x.device)[:, None, None]
     return ((x * s + m) * 255).round().clamp(0, 255).to(torch.uint8)
 
 def overlay(image:np.ndarray, cam:np.ndarray, weight:float=0.5) -> np.ndarray:
@@ -87,7 +89,8 @@ def plot_cam_gallery(images:torch.Tensor, maps:np.ndarray, titles:list[str], col
     for ax in axes.flat: ax.axis('off')
     for i, (img, cam, title) in enumerate(zip(shown, maps, titles)):
         r, c = 2 * (i // cols), i % cols
-        axes[r, c].imshow(img); axes[r, c].set_title(title, fontsize=7)
+        axes[r, c].imshow(img)
+        axes[r, c].set_title(title, fontsize=7)
         axes[r + 1, c].imshow(overlay(img, cam))
     fig.tight_layout()
     return fig
@@ -99,7 +102,8 @@ def stage_activations(model:AdaptiveCNN, x:torch.Tensor) -> dict[str, torch.Tens
     net, out, handles = cam_ready(model), {}, []
     parts = [('stem', net.stem)] + [(f'stage {i + 1}', s) for i, s in enumerate(net.stages)]
     for name, module in parts:
-        handles.append(module.register_forward_hook(lambda m, i, o, name=name: out.__setitem__(name, o[0].detach().cpu())))
+        handles.append(module.register_forward_hook(
+            lambda m, i, o, name=name: out.__setitem__(name, o[0].detach().cpu())))
     try: net(x.float().to(next(net.parameters()).device))
     finally:
         for h in handles: h.remove()
@@ -125,5 +129,5 @@ def cam_focus(images:torch.Tensor, maps:np.ndarray, threshold:float=0.2) -> np.n
         ys, xs = np.nonzero(img > threshold)
         inside = np.zeros_like(cam, dtype=bool)
         if len(ys): inside[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
-        out.append(cam[inside].mean() - cam[~inside].mean() if inside.any() and (~inside).any() else 0.0)
+        out.append(cam[inside].mean() - cam[~inside].mean() if (inside.any() and (~inside).any()) else 0.0)
     return np.array(out)

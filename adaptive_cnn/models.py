@@ -7,6 +7,7 @@ __all__ = ['SEBlock', 'conv_bn', 'ResidualBlock', 'AdaptiveCNN', 'count_paramete
 
 # %% ../nbs/04_models.ipynb #b35076ec
 import torch
+from fastcore.basics import patch
 from torch import nn
 from .config import Config, ModelConfig
 from .errors import ConfigError
@@ -50,6 +51,23 @@ class ResidualBlock(nn.Module):
     def forward(self, x): return self.act(self.residual(x) + self.shortcut(x))
 
 # %% ../nbs/04_models.ipynb #49d010e8
+def _stem(in_channels:int, arch:ModelConfig) -> nn.Sequential:
+    "3×3 convolution with BatchNorm and ReLU to `arch.stem_channels`, then 2×2 max-pooling if `arch.stem_pool`."
+    stem = [conv_bn(in_channels, arch.stem_channels, 3), nn.ReLU(inplace=True)]
+    if arch.stem_pool: stem.append(nn.MaxPool2d(2))
+    return nn.Sequential(*stem)
+
+def _stages(arch:ModelConfig) -> tuple[nn.Sequential, int]:
+    "The residual stages of `arch`, one `nn.Sequential` of blocks each, and the channels they end with."
+    stages, c_in = nn.Sequential(), arch.stem_channels
+    for width, depth, stride in zip(arch.widths, arch.depths, arch.strides):
+        blocks = [ResidualBlock(c_in if i == 0 else width, width, stride if i == 0 else 1, arch.se_reduction)
+                  for i in range(depth)]
+        stages.append(nn.Sequential(*blocks))
+        c_in = width
+    return stages, c_in
+
+# %% ../nbs/04_models.ipynb #e5fd90c2
 class AdaptiveCNN(nn.Module):
     "ResNet with Squeeze-and-Excitation, shaped by a `ModelConfig` for a given input and number of classes."
     def __init__(self,
@@ -59,15 +77,8 @@ class AdaptiveCNN(nn.Module):
                 ):
         super().__init__()
         self.arch, self.in_channels, self.num_classes = arch, in_channels, num_classes
-        stem = [conv_bn(in_channels, arch.stem_channels, 3), nn.ReLU(inplace=True)]
-        if arch.stem_pool: stem.append(nn.MaxPool2d(2))
-        self.stem = nn.Sequential(*stem)
-        self.stages, c_in = nn.Sequential(), arch.stem_channels
-        for width, depth, stride in zip(arch.widths, arch.depths, arch.strides):
-            blocks = [ResidualBlock(c_in if i == 0 else width, width, stride if i == 0 else 1, arch.se_reduction)
-                      for i in range(depth)]
-            self.stages.append(nn.Sequential(*blocks))
-            c_in = width
+        self.stem = _stem(in_channels, arch)
+        self.stages, c_in = _stages(arch)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Sequential(nn.Linear(c_in, arch.classifier_hidden), nn.ReLU(inplace=True),
                                         nn.Dropout(arch.dropout), nn.Linear(arch.classifier_hidden, num_classes))
@@ -88,14 +99,15 @@ class AdaptiveCNN(nn.Module):
     def features(self, x): return self.pool(self.stages(self.stem(x)))
     def forward(self, x): return self.classifier(self.features(x))
 
-    @classmethod
-    def from_config(cls, cfg:Config) -> 'AdaptiveCNN':
-        "The network for `cfg`: architecture from `cfg.model`, input channels and classes from `cfg.data`."
-        missing = [k for k in ('channels', 'num_classes') if getattr(cfg.data, k) is None]
-        if missing:
-            raise ConfigError(f"data.{missing[0]} is not set; the network needs it "
-                              f"(set it in the config or with --set data.{missing[0]}=...)")
-        return cls(cfg.model, cfg.data.channels, cfg.data.num_classes)
+# %% ../nbs/04_models.ipynb #42e0c728
+@patch(cls_method=True)
+def from_config(cls:AdaptiveCNN, cfg:Config) -> 'AdaptiveCNN':
+    "The network for `cfg`: architecture from `cfg.model`, input channels and classes from `cfg.data`."
+    missing = [k for k in ('channels', 'num_classes') if getattr(cfg.data, k) is None]
+    if missing:
+        raise ConfigError(f"data.{missing[0]} is not set; the network needs it "
+                          f"(set it in the config or with --set data.{missing[0]}=...)")
+    return cls(cfg.model, cfg.data.channels, cfg.data.num_classes)
 
 # %% ../nbs/04_models.ipynb #df3f2cee
 def count_parameters(model:nn.Module, trainable_only:bool=False) -> int:

@@ -113,7 +113,7 @@ def tiny_run(folder:str|Path,                 # the run folder: config.yaml, sha
              num_classes:int|None=None,        # classes of bars (default: the config's, else 4)
              num_train:int=600, num_test:int=300, steps:int=60, seed:int=0,
             ) -> Path:
-    "A run trained `steps` steps on bars shaped like `source`'s data, saved as `adaptive-cnn train` saves; its checkpoint."
+    "A run of `steps` steps on bars shaped like `source`'s data, saved as `adaptive-cnn train` saves; its checkpoint."
     folder = Path(folder)
     base = load_config(source, overrides)
     d = base.data

@@ -22,7 +22,7 @@ import adaptive_cnn
 from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted, UsageError
 from .files import atomic_write, save_image, tensorboard_writer
 from .config import Config, TrainConfig, config_from_dict, save_config
-from .run_folder import check_free_space, check_output_dir, prepare_output_dir
+from .run_folder import RunLock, check_free_space, check_output_dir, prepare_output_dir
 from .runtime import (autocast, check_precision, choose_precision, default_device, derived_seed,
                                   environment_info, memory_format, seeded_generator)
 from .models import AdaptiveCNN, count_parameters
@@ -299,9 +299,11 @@ def _start_counters(self:Trainer):
 # %% ../nbs/10_training.ipynb #2a7959d4
 @patch
 def _open_output(self:Trainer, resuming:bool, saved:dict|None):
-    "Check the disk's room, prepare the output folder, open the log (the TensorBoard writer waits for a record)."
+    "Check the disk's room, lock and prepare the output folder, open the log (the TensorBoard writer waits a record)."
     self.dist.on_main(lambda: check_free_space(self.out, run_bytes(self.model, self.cfg.train)))
-    self.dist.on_main(lambda: prepare_output_dir(self.out, resuming))   # the first change to the output folder
+    self.lock = RunLock(self.out)             # rank 0 holds it for the run: one writer per folder
+    self.dist.on_main(self.lock.acquire)      # the first change to the output folder: it is made, with .lock in it
+    self.dist.on_main(lambda: prepare_output_dir(self.out, resuming))
     self.log = self._make_logger()
     # TensorBoard's writer is made with the first record: a run that fails before it leaves no event file behind
     self.tb, self.tb_purge_step = None, self.epoch_of(saved)
@@ -346,7 +348,8 @@ def _write_run_files(self:Trainer):
 # %% ../nbs/10_training.ipynb #61cf1023
 @patch
 def close(self:Trainer):
-    "Release the log files and the TensorBoard writer."
+    "Release the log files, the TensorBoard writer and the lock on the output folder."
+    self.lock.release()
     for h in list(self.log.handlers):
         h.close()
         self.log.removeHandler(h)
@@ -728,13 +731,16 @@ def fit(self:Trainer,
        ) -> dict:
     "Train to the end; returns the run's results. Stops cleanly on SIGINT/SIGTERM and out of memory."
     self.stop_signal = None
-    # several processes would stop at different steps: there Ctrl-C ends the run (see below)
-    with stop_requests(lambda signum: setattr(self, 'stop_signal', signum), enabled=not self.dist.distributed):
-        try: return self.run_epochs(until_epoch)
-        except Exception as e:
-            if not is_out_of_memory(e): raise
-            error = str(e).strip().splitlines()[0]
-        raise self.out_of_memory(error)    # outside the handler: the failed step's tensors are free by now
+    self.dist.on_main(self.lock.acquire)      # again, when an earlier fit let go of it
+    try:
+        # several processes would stop at different steps: there Ctrl-C ends the run (see below)
+        with stop_requests(lambda signum: setattr(self, 'stop_signal', signum), enabled=not self.dist.distributed):
+            try: return self.run_epochs(until_epoch)
+            except Exception as e:
+                if not is_out_of_memory(e): raise
+                error = str(e).strip().splitlines()[0]
+            raise self.out_of_memory(error)    # outside the handler: the failed step's tensors are free by now
+    finally: self.lock.release()          # the run is over, or can be resumed: another process may take the folder
 
 # %% ../nbs/10_training.ipynb #6cb155b1
 @patch

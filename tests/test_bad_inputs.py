@@ -176,6 +176,17 @@ def _evaluate_bad_data(ctx):
 
 def _broken_npz(ctx) -> Path: return ctx.npz('broken.npz', x=np.zeros((10, 8, 8), np.uint8))   # no y
 
+def _run_in_use(ctx):
+    "A copy of the trained run whose folder another process holds, as a run still training there does."
+    import subprocess, sys
+    run = ctx.copy_run('run')
+    hold = (f'import time; from adaptive_cnn.run_folder import RunLock; RunLock({str(run)!r}).acquire(); '
+            'print(1, flush=True); time.sleep(600)')
+    holder = subprocess.Popen([sys.executable, '-c', hold], stdout=subprocess.PIPE, text=True)
+    ctx.request.addfinalizer(holder.kill)
+    assert holder.stdout.readline() == '1\n'
+    return ['train', 'mnist', '--data', ctx.shapes(), '--overwrite', '--output-dir', run]
+
 def _bad_data_keeps_run(ctx):
     run = ctx.copy_run('run')
     return ['train', 'mnist', '--data', _broken_npz(ctx), '--overwrite', '--output-dir', run]
@@ -347,11 +358,13 @@ CASES = [
         ('{tmp}/afile', '--gradcam')),
     Row('full-disk', 'output', _train_shapes, ('{tmp}/run: 1.0 MB free', 'free some space or choose another --output-dir'),
         patch=_full_disk),
+    Row('output-dir-in-use', 'output', _run_in_use,
+        ('{tmp}/run is in use by a run that is still going (process ', 'wait for it to end or stop it', '--output-dir')),
     Row('bad-data-keeps-existing-run', 'output', _bad_data_keeps_run, ('{tmp}/broken.npz', "missing array 'y'")),
     # a runtime failure (exit 1): the run had started, so its folder and log stay, but no file is half-written
     Row('disk-fills-during-run', 'output', _train_shapes,
         ('{tmp}/run/config.yaml: cannot write (No space left on device); nothing was written', 'Free some space',
-         'with --resume'), code=1, patch=_disk_fills_up, creates=('run', 'run/checkpoints', 'run/train.log')),
+         'with --resume'), code=1, patch=_disk_fills_up, creates=('run', 'run/.lock', 'run/checkpoints', 'run/train.log')),
 ]
 
 BY_ID = {r.id: r for r in CASES}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adaptive_cnn.config import load_config
-from adaptive_cnn.run_folder import RUN_FILES
+from adaptive_cnn.run_folder import LOCK_FILE, RUN_FILES
 from adaptive_cnn.checkpoint import load_checkpoint
 from conftest import cli_subprocess, history, model_weights
 
@@ -79,7 +79,7 @@ def check_files_complete(out:Path, ref:Path, ctx:str):
         # TensorBoard's event files are logs like train.log, appended record by record (each with its checksum):
         # a record cut short by a crash is dropped by the reader, and a resumed run purges what follows its checkpoint
         if folder == 'tensorboard' and base.startswith('events.out.tfevents.'): continue
-        assert name in RUN_FILES, f'{ctx}: unexpected file {name} in the run folder'
+        assert name in RUN_FILES or name == LOCK_FILE, f'{ctx}: unexpected file {name} in the run folder'
     for path in sorted((out/'checkpoints').glob('*.pth')) if (out/'checkpoints').is_dir() else []:
         state = load_checkpoint(path)                     # raises CheckpointError for a truncated file
         assert isinstance(state['model'], dict) and state['model'], f'{ctx}: {path.name} holds no weights'
@@ -115,7 +115,8 @@ def check_same_as_reference(out:Path, ref:Path, ctx:str):
         for k in a: assert torch.equal(a[k], b[k]), f'{ctx}: {name}: {k} differs from the uninterrupted run'
     assert [h['epoch'] for h in history(out)] == list(range(1, EPOCHS + 1)), ctx
     assert history(out) == history(ref), f'{ctx}: metrics.jsonl differs from the uninterrupted run\'s'
-    assert not [p.name for p in out.rglob('.*') if p.is_file()], f'{ctx}: temporary files left after the resumed run'
+    left = [p.name for p in out.rglob('.*') if p.is_file() and p.name != LOCK_FILE]
+    assert not left, f'{ctx}: temporary files left after the resumed run'
 
 
 # ---- SIGKILL at a random moment -------------------------------------------------------------------------------

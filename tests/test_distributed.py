@@ -82,7 +82,8 @@ def test_num_procs_run_writes_one_set_of_artefacts_covering_every_sample(tmp_pat
     proc = train(data_root, out, '--num-procs', 2, *sets('train.epochs=1', 'data.train_subset=4000'))
     assert proc.stdout.count('results in') == 1 and proc.stdout.count('epoch   1/1') == 1   # rank 0 reports, once
     tensorboard = ['tensorboard'] if importlib.util.find_spec('tensorboard') else []   # rank 0's event files
-    assert sorted(p.name for p in out.iterdir()) == sorted(['checkpoints', 'config.yaml', 'environment.json', 'metrics.jsonl',
+    # .lock: rank 0 held the folder while the run lasted
+    assert sorted(p.name for p in out.iterdir()) == sorted(['.lock', 'checkpoints', 'config.yaml', 'environment.json', 'metrics.jsonl',
                                                            'results.json', 'summary.csv', 'train.log', 'training_curves.png', *tensorboard])
     if tensorboard: assert len(list((out/'tensorboard').glob('events.out.tfevents.*'))) == 2   # the epochs; the hyperparameters
     assert sorted(p.name for p in (out/'checkpoints').iterdir()) == ['best_model.pth', 'last.pth', 'swa_model.pth']
