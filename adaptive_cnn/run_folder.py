@@ -31,6 +31,11 @@ def _try_lock(file) -> bool:
     except BlockingIOError: return False
     return True
 
+def _in_use(out:Path, holder:str) -> UsageError:
+    "The error for a folder whose run is still going, naming the holder."
+    return UsageError(f'{out} is in use by a run that is still going ({holder}); wait for it to end or stop it, '
+                      'or choose another --output-dir')
+
 def _describe_holder(path:Path) -> str:
     "The holder of the lock file `path` as it described itself: process, host and start time."
     try: who = json.loads(path.read_text(encoding='utf-8'))
@@ -56,9 +61,7 @@ class RunLock:
         file = open(self.out/LOCK_FILE, 'a+', encoding='utf-8')
         if not _try_lock(file):
             file.close()
-            raise UsageError(f'{self.out} is in use by a run that is still going '
-                             f'({_describe_holder(self.out/LOCK_FILE)}); wait for it to end or stop it, '
-                             'or choose another --output-dir')
+            raise _in_use(self.out, _describe_holder(self.out/LOCK_FILE))
         file.seek(0)
         file.truncate()
         who = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime('%Y-%m-%d %H:%M:%S'))
@@ -94,8 +97,7 @@ def check_output_dir(out:Path,      # the run's output folder
                     ):
     "Refuse a run's folder unless resuming or overwriting, and a folder that cannot be written; creates nothing."
     if (holder := lock_holder(out)) is not None:      # even --resume or --overwrite: the run is still going
-        raise UsageError(f'{out} is in use by a run that is still going ({holder}); wait for it to end or stop it, '
-                         'or choose another --output-dir')
+        raise _in_use(out, holder)
     if not resume and not overwrite and any((out/name).is_file() for name in RUN_FILES):
         raise UsageError(f'{out} already holds a run; pass --resume to continue it, --overwrite to replace it, '
                          'or choose another --output-dir')
