@@ -91,7 +91,8 @@ def test_killed_while_writing_leaves_a_loadable_checkpoint(tmp_path):
         child = subprocess.Popen([sys.executable, '-c', CHILD, str(path)], stdout=subprocess.PIPE, text=True)
         assert child.stdout.readline().strip() == 'ready'
         time.sleep(delay)
-        child.send_signal(signal.SIGKILL); child.wait()
+        child.send_signal(signal.SIGKILL)
+        child.communicate()                         # waits, and closes the pipe
         state = load_checkpoint(path)               # whichever version, it is complete
         assert state['config'] in ({'marker': 'old'}, {}), trial
         assert state['model']['w'].numel() in (10, 4_000_000)
