@@ -63,6 +63,10 @@ class DataConfig:
                                                          # dataset has none
     download:bool = True                                 # download known datasets when missing (torchvision,
                                                          # checksums verified)
+    cache:Literal['auto', 'memory', 'disk'] = 'auto'     # where decoded image folders and .npz files are kept; auto:
+                                                         # on disk when they would take over half the free memory
+    cache_dir:Optional[str] = None                       # the disk cache's folder; None: $ADAPTIVE_CNN_CACHE, else
+                                                         # ~/.cache/adaptive_cnn
     invert_threshold:Optional[int] = option(None, ge=0, le=255) # inference: invert images whose mean intensity
                                                                 # is above this
 

@@ -6,13 +6,14 @@
 __all__ = ['MNIST_FAMILY', 'CIFAR10_BIN', 'CIFAR10_PY', 'MAX_PIXELS', 'DATASETS', 'ImageData', 'RawDataset', 'read_idx',
            'read_mnist_family', 'read_cifar10_bin', 'load_array_pickle', 'read_cifar_py', 'read_cifar10',
            'read_cifar100', 'read_svhn', 'list_image_folder', 'available_memory', 'check_fits_in_memory',
-           'decode_image', 'decode_images', 'read_image_folder', 'npz_shapes', 'check_npz_size', 'read_npz',
-           'read_dataset', 'stratified_holdout', 'channel_stats', 'Dataset', 'read_conformed', 'held_out_test',
-           'load_data', 'epoch_order', 'iterate_batches', 'fits_on_device', 'place_data', 'normalize', 'image_tensor',
+           'decode_image', 'plan_images', 'decode_chunks', 'decode_images', 'on_disk', 'cache_images',
+           'read_image_folder', 'npz_shapes', 'check_npz_size', 'npy_chunks', 'read_npz', 'read_dataset',
+           'stratified_holdout', 'channel_stats', 'Dataset', 'read_conformed', 'held_out_test', 'load_data',
+           'epoch_order', 'iterate_batches', 'read_ahead', 'fits_on_device', 'place_data', 'normalize', 'image_tensor',
            'preprocess_image']
 
 # %% ../nbs/05_data.ipynb #ac76115e
-import difflib, functools, gzip, math, os, pickle, warnings, zipfile
+import difflib, functools, gzip, math, os, pickle, warnings, zipfile, zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -21,14 +22,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm.auto import tqdm
 from .config import Config, DataConfig
+from .disk_cache import (DiskImages, cache_key, cache_root, cached, file_signature, read_split,
+                                     write_split)
 from .errors import DataError
 from .runtime import seeded_generator
+try: import resource
+except ImportError: resource = None    # Windows: no address-space limit to respect
 
 # %% ../nbs/05_data.ipynb #8f1e4466
 @dataclass
 class ImageData:
-    "One split held in memory: uint8 images N×C×H×W and int64 labels N."
+    "One split: uint8 images N×C×H×W (a tensor, or `DiskImages` for a split on disk) and int64 labels N."
     images:torch.Tensor
     labels:torch.Tensor
 
@@ -43,6 +49,10 @@ class ImageData:
     def __len__(self): return len(self.labels)
     def __getitem__(self, idx): return ImageData(self.images[idx], self.labels[idx])
     def to(self, device) -> 'ImageData': return ImageData(self.images.to(device), self.labels.to(device))
+
+    @property
+    def on_disk(self) -> bool: return isinstance(self.images, DiskImages)
+    def loaded(self) -> 'ImageData': return ImageData(self.images.load(), self.labels) if self.on_disk else self
 
     def class_counts(self, num_classes:int) -> list[int]:
         "Number of samples of each class."
@@ -274,12 +284,30 @@ def list_image_folder(folder:Path) -> tuple[list[str], list[tuple[str, int]]]:
     return classes, samples
 
 # %% ../nbs/05_data.ipynb #ced654b1
-def available_memory() -> int:
-    "Bytes of memory available to a new allocation (Linux: MemAvailable), or the physical memory elsewhere."
-    try: return 1024 * next(int(l.split()[1]) for l in Path('/proc/meminfo').read_text().splitlines()
-                            if l.startswith('MemAvailable:'))
-    except (OSError, StopIteration, ValueError): return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+def _status_bytes(field:str) -> int:
+    "A size from /proc/self/status (e.g. 'VmSize'), in bytes."
+    line = next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith(f'{field}:'))
+    return 1024 * int(line.split()[1])
 
+def _limits_left() -> list[int]:
+    "Bytes left under this process's address-space limit (`ulimit -v`) and under its cgroup's memory limit, if set."
+    left = []
+    if resource is not None and (soft := resource.getrlimit(resource.RLIMIT_AS)[0]) != resource.RLIM_INFINITY:
+        try: left.append(soft - _status_bytes('VmSize'))
+        except (OSError, StopIteration): pass
+    for limit, usage in (('memory.max', 'memory.current'), ('memory/memory.limit_in_bytes', 'memory/memory.usage_in_bytes')):
+        try: left.append(int(Path('/sys/fs/cgroup', limit).read_text()) - int(Path('/sys/fs/cgroup', usage).read_text()))
+        except (OSError, ValueError): pass     # no cgroup file, or 'max': no limit
+    return left
+
+def available_memory() -> int:
+    "Bytes a new allocation may take: MemAvailable (else the physical memory), within the process's and cgroup's limits."
+    try: free = 1024 * next(int(l.split()[1]) for l in Path('/proc/meminfo').read_text().splitlines()
+                            if l.startswith('MemAvailable:'))
+    except (OSError, StopIteration, ValueError): free = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    return max(0, min([free, *_limits_left()]))
+
+# %% ../nbs/05_data.ipynb #220642ac
 def _gb(n:int) -> str: return f'{n / 2**30:,.1f} GiB'
 
 def check_fits_in_memory(nbytes:int, source, what:str, memory:int|None=None):
@@ -324,9 +352,9 @@ def _header(path) -> tuple[str, tuple[int, int]]:
 # %% ../nbs/05_data.ipynb #86d563df
 _GRAY_MODES = {'1', 'L', 'LA', 'I', 'I;16', 'F'}
 
-def decode_images(paths:list, channels:int|None=None,
-                  size:tuple[int, int]|None=None) -> tuple[torch.Tensor, list[str]]:
-    "Decode `paths` into one uint8 N×C×H×W tensor; returns it and notes on what was adjusted."
+def plan_images(paths:list, channels:int|None=None,
+                size:tuple[int, int]|None=None) -> tuple[int, tuple[int, int], list[str]]:
+    "The channels and size `paths` decode to, from their headers, and notes on what will be adjusted."
     headers = list(ThreadPoolExecutor().map(_header, paths))
     if channels is None: channels = 1 if all(m in _GRAY_MODES for m, _ in headers) else 3
     sizes = Counter(s for _, s in headers)
@@ -336,97 +364,179 @@ def decode_images(paths:list, channels:int|None=None,
     if resized:
         notes.append(f'{resized} of {len(paths)} images were resized to {size[0]}×{size[1]} (sizes found: '
                      + ', '.join(f'{h}×{w}' for h, w in list(sizes)[:5]) + ('...' if len(sizes) > 5 else '') + ')')
+    return channels, tuple(size), notes
+
+def decode_chunks(paths:list, channels:int, size:tuple[int, int], chunk:int=1024):
+    "The images of `paths` decoded `chunk` at a time (threads decode a chunk in parallel): uint8 tensors k×C×H×W."
+    mode = 'L' if channels == 1 else 'RGB'
+    with ThreadPoolExecutor() as pool:
+        for i in range(0, len(paths), chunk):
+            arrays = list(pool.map(lambda p: decode_image(p, mode, size), paths[i:i + chunk]))
+            yield torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+
+# %% ../nbs/05_data.ipynb #39050995
+def _decode_in_memory(paths:list, channels:int, size:tuple[int, int]) -> torch.Tensor:
     check_fits_in_memory(len(paths) * channels * size[0] * size[1], Path(paths[0]).parent.parent,
                          f'{len(paths):,} images of {channels}×{size[0]}×{size[1]}')
-    mode = 'L' if channels == 1 else 'RGB'
-    arrays = list(ThreadPoolExecutor().map(lambda p: decode_image(p, mode, tuple(size)), paths))
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), notes
+    return torch.cat(list(decode_chunks(paths, channels, size)))
+
+def decode_images(paths:list, channels:int|None=None,
+                  size:tuple[int, int]|None=None) -> tuple[torch.Tensor, list[str]]:
+    "Decode `paths` into one uint8 N×C×H×W tensor; returns it and notes on what was adjusted."
+    channels, size, notes = plan_images(paths, channels, size)
+    return _decode_in_memory(paths, channels, size), notes
+
+# %% ../nbs/05_data.ipynb #ee6ea216
+def on_disk(nbytes:int, cache:str) -> bool:
+    "Whether images that decode to `nbytes` go to the disk cache, as `data.cache` says ('auto': if memory is short)."
+    return cache == 'disk' or (cache == 'auto' and 2 * nbytes > available_memory())
+
+def cache_images(paths:list, channels:int, size:tuple[int, int], source, cache_dir:str|None=None) -> DiskImages:
+    "The images of `paths` decoded into the disk cache under `cache_dir` (once: later calls read that cache)."
+    shape = (len(paths), channels, *size)
+    def build(folder):
+        with tqdm(total=len(paths), desc=f'caching {source}', unit='img', leave=False, disable=None) as bar:
+            write_split(folder, 'images', decode_chunks(paths, channels, size), shape, bar.update)
+    key = cache_key(kind='image files', files=file_signature(paths), shape=shape)
+    return read_split(cached(cache_root(cache_dir), key, math.prod(shape), str(source), build), 'images')
 
 # %% ../nbs/05_data.ipynb #30a31aed
-def _read_folder_split(folder:Path, channels, size) -> tuple[ImageData, list[str], list[str]]:
+def _read_folder_split(folder:Path, channels, size, cache:str, cache_dir) -> tuple[ImageData, list[str], list[str]]:
     classes, samples = list_image_folder(folder)
-    images, notes = decode_images([p for p, _ in samples], channels, size)
+    paths = [p for p, _ in samples]
+    channels, size, notes = plan_images(paths, channels, size)
+    if on_disk(len(paths) * channels * size[0] * size[1], cache):
+        images = cache_images(paths, channels, size, folder, cache_dir)
+    else: images = _decode_in_memory(paths, channels, size)
     return ImageData(images, torch.tensor([y for _, y in samples])), classes, notes
 
-def read_image_folder(folder:Path, channels:int|None=None, size:tuple[int, int]|None=None) -> RawDataset:
+def read_image_folder(folder:Path,                        # `folder/<class>/*`, or with train/ and test/ in it
+                      channels:int|None=None,             # 1 or 3; None: 1 if every image is grey
+                      size:tuple[int, int]|None=None,     # (H, W); None: the commonest size
+                      cache:str='auto',                   # `data.cache`: where the decoded images go
+                      cache_dir:str|None=None,            # `data.cache_dir`
+                     ) -> RawDataset:
     "An ImageFolder-style dataset: `folder/<class>/*` or `folder/train/<class>/*` with `folder/test/<class>/*`."
     folder = Path(folder)
     if not folder.is_dir(): raise DataError(f'{folder}: no such folder')
     if (folder/'train').is_dir():
-        train, classes, notes = _read_folder_split(folder/'train', channels, size)
+        train, classes, notes = _read_folder_split(folder/'train', channels, size, cache, cache_dir)
         channels, size = train.images.shape[1], tuple(train.images.shape[2:])
         test = None
         if (folder/'test').is_dir():
-            test, test_classes, test_notes = _read_folder_split(folder/'test', channels, size)
+            test, test_classes, test_notes = _read_folder_split(folder/'test', channels, size, cache, cache_dir)
             if test_classes != classes:
                 raise DataError(f'{folder}: train/ and test/ have different class folders '
                                 f'({classes} vs {test_classes})')
             notes += [f'test: {n}' for n in test_notes]
         return RawDataset(train, test, classes, str(folder), notes)
-    train, classes, notes = _read_folder_split(folder, channels, size)
+    train, classes, notes = _read_folder_split(folder, channels, size, cache, cache_dir)
     return RawDataset(train, None, classes, str(folder), notes)
 
 # %% ../nbs/05_data.ipynb #a0166c36
+def _check_npz_pair(shape:tuple, dtype:np.dtype, y:np.ndarray, xk:str, yk:str, path:Path):
+    "Refuse images that are not uint8 N×H×W(×C), and labels that are not one integer per image."
+    if dtype != np.uint8 or len(shape) not in (3, 4):
+        raise DataError(f'{path}: {xk} must be uint8 N×H×W or N×H×W×C, got {dtype} of shape {shape}')
+    if y.ndim != 1 or len(y) != shape[0]:
+        raise DataError(f'{path}: {yk} must hold one label per image: '
+                        f'{shape[0]} images in {xk} but {yk} has shape {y.shape}')
+    if not np.issubdtype(y.dtype, np.integer): raise DataError(f'{path}: {yk} must hold integer labels, got {y.dtype}')
+
 def _npz_split(z, xk:str, yk:str, path:Path) -> ImageData:
     x, y = z[xk], z[yk]
-    if x.dtype != np.uint8 or x.ndim not in (3, 4):
-        raise DataError(f'{path}: {xk} must be uint8 N×H×W or N×H×W×C, got {x.dtype} of shape {x.shape}')
-    if y.ndim != 1 or len(y) != len(x):
-        raise DataError(f'{path}: {yk} must hold one label per image: '
-                        f'{len(x)} images in {xk} but {yk} has shape {y.shape}')
-    if not np.issubdtype(y.dtype, np.integer): raise DataError(f'{path}: {yk} must hold integer labels, got {y.dtype}')
+    _check_npz_pair(x.shape, x.dtype, y, xk, yk, path)
     x = x[..., None] if x.ndim == 3 else x
     return ImageData(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))),
                      torch.from_numpy(y.astype(np.int64)))
 
 # %% ../nbs/05_data.ipynb #6d9f788c
+def _npy_header(f) -> tuple[tuple, bool, np.dtype]:
+    "(shape, Fortran order, dtype) from the header of the `.npy` stream `f`, which is left at the array's data."
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(f)
+
 def npz_shapes(path:Path) -> dict[str, tuple[tuple, np.dtype]]:
     "Shape and dtype of every array in the `.npz` at `path`, read from the headers without decompressing the data."
     out = {}
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             if not info.filename.endswith('.npy'): continue
-            with zf.open(info) as f:
-                version = np.lib.format.read_magic(f)
-                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                        else np.lib.format.read_array_header_2_0)
-                shape, _, dtype = read(f)
+            with zf.open(info) as f: shape, _, dtype = _npy_header(f)
             out[info.filename[:-4]] = (shape, dtype)
     return out
 
-def check_npz_size(path:Path, memory:int|None=None):
-    "Refuse an `.npz` whose arrays would not fit (twice) in `memory` (default: what is available) once decompressed."
-    try: shapes = npz_shapes(path)
+def _readable_shapes(path:Path) -> dict[str, tuple[tuple, np.dtype]]:
+    try: return npz_shapes(path)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f'{path}: cannot read .npz file ({e})') from None
+
+def check_npz_size(path:Path, memory:int|None=None):
+    "Refuse an `.npz` whose arrays would not fit (twice) in `memory` (default: what is available) once decompressed."
+    shapes = _readable_shapes(path)
     sizes = {k: math.prod(s) * d.itemsize for k, (s, d) in shapes.items()}
     k = max(sizes, key=sizes.get)
     check_fits_in_memory(sum(sizes.values()), path,
                          f'its arrays ({k}: {" × ".join(map(str, shapes[k][0]))} of {shapes[k][1]})', memory)
 
+# %% ../nbs/05_data.ipynb #98a46e3d
+def npy_chunks(zf:zipfile.ZipFile, name:str, path:Path, rows:int=4096):
+    "The uint8 images of the array `name` in the open `.npz` `zf`, as k×C×H×W chunks decompressed as they are read."
+    with zf.open(f'{name}.npy') as f:
+        shape, fortran, _ = _npy_header(f)
+        if fortran: raise DataError(f'{path}: {name} is stored in Fortran order; save np.ascontiguousarray({name})')
+        row = math.prod(shape[1:])
+        for start in range(0, shape[0], rows):
+            k = min(rows, shape[0] - start)
+            data = f.read(k * row)
+            if len(data) != k * row: raise DataError(f'{path}: corrupt .npz file ({name} is cut short); write it again')
+            x = np.frombuffer(data, np.uint8).reshape(k, *shape[1:])
+            yield (x[..., None] if x.ndim == 3 else x).transpose(0, 3, 1, 2)
+
+def _npz_disk_split(z, xk:str, yk:str, path:Path, shapes:dict, cache_dir:str|None) -> ImageData:
+    "The split (`xk`, `yk`) of the open `.npz` `z`, its images streamed into the disk cache."
+    (shape, dtype), y = shapes[xk], z[yk]
+    _check_npz_pair(shape, dtype, y, xk, yk, path)
+    disk_shape = (shape[0], 1 if len(shape) == 3 else shape[3], *shape[1:3])
+    def build(folder):
+        with tqdm(total=shape[0], desc=f'caching {path.name}:{xk}', unit='img', leave=False, disable=None) as bar:
+            write_split(folder, 'images', npy_chunks(z.zip, xk, path), disk_shape, bar.update)
+    key = cache_key(kind='npz array', files=file_signature([path]), array=xk)
+    folder = cached(cache_root(cache_dir), key, math.prod(disk_shape), f'{path}:{xk}', build)
+    return ImageData(read_split(folder, 'images'), torch.from_numpy(y.astype(np.int64)))
+
 # %% ../nbs/05_data.ipynb #f835df1f
-def _read_npz_arrays(z, path:Path) -> RawDataset:
+def _read_npz_arrays(z, path:Path, split=_npz_split) -> RawDataset:
     missing = [k for k in ('x', 'y') if k not in z.files]
     if missing:
         raise DataError(f'{path}: missing array {missing[0]!r}; '
                         f'a dataset .npz needs x (images) and y (labels), found {z.files}')
-    train = _npz_split(z, 'x', 'y', path)
+    train = split(z, 'x', 'y', path)
     if ('x_test' in z.files) != ('y_test' in z.files):
         raise DataError(f'{path}: has only one of x_test and y_test; a test split needs both (or neither)')
-    test = _npz_split(z, 'x_test', 'y_test', path) if 'x_test' in z.files else None
+    test = split(z, 'x_test', 'y_test', path) if 'x_test' in z.files else None
     n = int(max(train.labels.max(), -1 if test is None else test.labels.max())) + 1
     classes = [str(c) for c in z['classes']] if 'classes' in z.files else [str(i) for i in range(n)]
     return RawDataset(train, test, classes, str(path))
 
-def read_npz(path:Path) -> RawDataset:
+def read_npz(path:Path,                # the archive
+             cache:str='auto',          # `data.cache`: where the decoded images go
+             cache_dir:str|None=None,   # `data.cache_dir`
+            ) -> RawDataset:
     "A dataset stored in a `.npz` file with arrays `x`, `y` (and optionally `classes`, `x_test`, `y_test`)."
     path = Path(path)
-    check_npz_size(path)
+    shapes = _readable_shapes(path)
+    if on_disk(sum(math.prod(s) * d.itemsize for s, d in shapes.values()), cache):
+        split = functools.partial(_npz_disk_split, shapes=shapes, cache_dir=cache_dir)
+    else:
+        check_npz_size(path)
+        split = _npz_split
     try: z = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e: raise DataError(f'{path}: cannot read .npz file ({e})') from None
     try:
-        with z: return _read_npz_arrays(z, path)
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as e:   # an array whose data is cut short or corrupt
+        with z: return _read_npz_arrays(z, path, split)
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as e:   # data cut short or corrupt
         raise DataError(f'{path}: corrupt .npz file ({e}); write it again') from None
 
 # %% ../nbs/05_data.ipynb #06ee0f85
@@ -441,8 +551,8 @@ def read_dataset(data:DataConfig) -> RawDataset:
     if name.lower() in DATASETS: return DATASETS[name.lower()](root, data.download)
     path = Path(name).expanduser()
     size = tuple(data.image_size) if data.image_size else None
-    if path.is_dir(): return read_image_folder(path, data.channels, size)
-    if path.is_file() and path.suffix == '.npz': return read_npz(path)
+    if path.is_dir(): return read_image_folder(path, data.channels, size, data.cache, data.cache_dir)
+    if path.is_file() and path.suffix == '.npz': return read_npz(path, data.cache, data.cache_dir)
     if path.exists(): raise DataError(f"data.dataset = '{name}': not a folder or a .npz file")
     close = difflib.get_close_matches(name.lower(), DATASETS, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ''
@@ -505,27 +615,42 @@ def _check_labels(split:ImageData, num_classes:int, what:str, source:str):
         raise DataError(f'{source}: {what} label {hi if hi >= num_classes else lo} is out of range '
                         f'for {num_classes} classes (labels must be 0..{num_classes - 1})')
 
-def _conform(split:ImageData|None, channels:int, size:tuple, notes:list, what:str) -> ImageData|None:
+def _conform(split:ImageData|None, channels:int, size:tuple, notes:list, what:str,
+             cache_dir:str|None=None) -> ImageData|None:
     "`split` with `channels` channels and spatial `size` (batched antialiased resize if needed)."
     if split is None: return None
     x = split.images
     if x.shape[1] != channels:
-        if x.shape[1] == 1 and channels == 3: x = x.expand(-1, 3, -1, -1)
-        elif x.shape[1] == 3 and channels == 1: x = _to_gray(x)
-        else:
+        if (x.shape[1], channels) not in ((1, 3), (3, 1)):
             raise DataError(f'{what} images have {x.shape[1]} channels; '
                             f'data.channels = {channels} cannot be made from them')
-        notes.append(f'{what}: converted {split.images.shape[1]} → {channels} channels')
-    if tuple(x.shape[2:]) != tuple(size):
-        notes.append(f'{what}: resized {tuple(x.shape[2:])} → {tuple(size)}')
-        x = torch.cat([F.interpolate(c.float(), size=tuple(size), mode='bilinear', antialias=True, align_corners=False)
-                       .round().clamp(0, 255).to(torch.uint8) for c in x.split(4096)])
-    return ImageData(x.contiguous(), split.labels)
+        notes.append(f'{what}: converted {x.shape[1]} → {channels} channels')
+    if tuple(x.shape[2:]) != tuple(size): notes.append(f'{what}: resized {tuple(x.shape[2:])} → {tuple(size)}')
+    if split.on_disk: return ImageData(_conformed_on_disk(x, channels, size, cache_dir), split.labels)
+    return ImageData(_conformed(x, channels, size).contiguous(), split.labels)
+
+def _conformed(x:torch.Tensor, channels:int, size:tuple) -> torch.Tensor:
+    if x.shape[1] == 1 and channels == 3: x = x.expand(-1, 3, -1, -1)
+    elif x.shape[1] == 3 and channels == 1: x = _to_gray(x)
+    if tuple(x.shape[2:]) == tuple(size): return x
+    return torch.cat([F.interpolate(c.float(), size=tuple(size), mode='bilinear', antialias=True, align_corners=False)
+                      .round().clamp(0, 255).to(torch.uint8) for c in x.split(4096)])
 
 def _to_gray(x:torch.Tensor) -> torch.Tensor:
     "ITU-R 601 luma of uint8 RGB images, as Pillow's convert('L') computes it."
     w = torch.tensor([299, 587, 114], dtype=torch.int32)[None, :, None, None]
     return ((x.to(torch.int32) * w).sum(1, keepdim=True) + 500).div(1000, rounding_mode='floor').to(torch.uint8)
+
+# %% ../nbs/05_data.ipynb #8cbf0fc8
+def _conformed_on_disk(x:DiskImages, channels:int, size:tuple, cache_dir:str|None) -> DiskImages:
+    "`x` in `channels` and `size`: as it is, or converted a chunk at a time into a cache of its own."
+    shape = (len(x), channels, *size)
+    if tuple(x.shape) == shape: return x
+    def build(folder):
+        chunks = (_conformed(x[i:i + 4096].load(), channels, size) for i in range(0, len(x), 4096))
+        write_split(folder, 'images', chunks, shape)
+    key = cache_key(kind='conformed', source=[x.path.parent.name, x.path.name], rows=x.rows is not None, shape=shape)
+    return read_split(cached(cache_root(cache_dir), key, math.prod(shape), str(x.path), build), 'images')
 
 # %% ../nbs/05_data.ipynb #483791cc
 def read_conformed(cfg:Config) -> tuple[RawDataset, DataConfig]:
@@ -548,7 +673,8 @@ def read_conformed(cfg:Config) -> tuple[RawDataset, DataConfig]:
                             f'but the images have {channels} channels; '
                             f'give one per channel or set data.{key}=null to compute it')
     size = tuple(d.image_size or raw.train.images.shape[2:])
-    train, test = (_conform(s, channels, size, notes, w) for s, w in ((raw.train, 'train'), (raw.test, 'test')))
+    train, test = (_conform(s, channels, size, notes, w, d.cache_dir)
+                   for s, w in ((raw.train, 'train'), (raw.test, 'test')))
     conformed = RawDataset(train, test, list(classes), raw.source, notes)
     return conformed, replace(d, classes=list(classes), num_classes=num_classes, channels=channels,
                               image_size=list(size))
@@ -596,8 +722,18 @@ def iterate_batches(data:ImageData, batch_size:int, order:torch.Tensor|None=None
     "Yield `ImageData` batches of `data` in `order` (default: as stored)."
     order = (torch.arange(len(data)) if order is None else order).to(data.images.device, non_blocking=True)
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
-    for i in range(0, stop, batch_size):
-        yield data[order[i:i + batch_size]]
+    batches = (data[order[i:i + batch_size]] for i in range(0, stop, batch_size))
+    yield from read_ahead(batches) if data.on_disk else batches
+
+def read_ahead(batches):
+    "The batches of a split on disk, each read while the one before it is used (one read in flight, in a thread)."
+    with ThreadPoolExecutor(1) as reader:
+        pending = None
+        for batch in batches:
+            following = reader.submit(batch.loaded)
+            if pending is not None: yield pending.result()
+            pending = following
+        if pending is not None: yield pending.result()
 
 # %% ../nbs/05_data.ipynb #d5aa0f29
 def fits_on_device(nbytes:int, device:torch.device, budget:float=0.5) -> bool:
@@ -608,7 +744,8 @@ def fits_on_device(nbytes:int, device:torch.device, budget:float=0.5) -> bool:
     return nbytes <= budget * free
 
 def place_data(ds:Dataset, device:torch.device, budget:float=0.5) -> Dataset:
-    "`ds` with its train and val splits on `device` if they fit, else in pinned host memory."
+    "`ds` with its train and val splits on `device` if they fit, else in pinned host memory (or on disk, if they are)."
+    if ds.train.on_disk: return ds    # each batch is read, then moved
     device = torch.device(device)
     nbytes = sum(s.images.numel() + 8 * len(s) for s in (ds.train, ds.val))
     if fits_on_device(nbytes, device, budget): train, val = ds.train.to(device), ds.val.to(device)

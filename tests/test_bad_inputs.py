@@ -148,17 +148,17 @@ def _folder_with_pillow_warned_bomb(ctx):
     Image.new('1', (10_000, 10_000)).save(root/'a'/'huge.png')
     return ['profile', root]
 
-def _npz_bomb(ctx):
+def _npz_bomb(ctx, labels:int=4):
     "An .npz whose x.npy declares 3·10^15 bytes (1,000,000 × 1000 × 1000 × 3 uint8) and holds none of them."
     import io
     p = ctx.tmp/'bomb.npz'
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {'descr': '|u1', 'fortran_order': False, 'shape': (1_000_000, 1000, 1000, 3)})
-    y = io.BytesIO(); np.save(y, np.zeros(4, np.int64))
+    y = io.BytesIO(); np.save(y, np.zeros(labels, np.int64))
     with zipfile.ZipFile(p, 'w') as z:
         z.writestr('x.npy', header.getvalue())           # magic, version and header; no data
         z.writestr('y.npy', y.getvalue())
-    return ['profile', p]
+    return p
 
 def _mnist_checkpoint(ctx) -> Path:
     "The trained run's checkpoint with real MNIST's data settings, as a run on MNIST saves them (its own are synthetic)."
@@ -317,7 +317,10 @@ CASES = [
         ('{tmp}/digits/a/huge.png', 'over the decoded-pixel limit of 40,000,000', 'remove or resize the file')),
     Row('dataset-bomb-pillow-warns', 'data', _folder_with_pillow_warned_bomb,
         ('{tmp}/digits/a/huge.png', '10000×10000 = 100,000,000 pixels is over the decoded-pixel limit', 'remove or resize the file')),
-    Row('npz-bomb', 'data', _npz_bomb, ('{tmp}/bomb.npz', 'of memory', 'x: 1000000 × 1000 × 1000 × 3', 'use a smaller dataset')),
+    Row('npz-bomb', 'data', lambda ctx: ['profile', _npz_bomb(ctx), '--set', 'data.cache=memory'],
+        ('{tmp}/bomb.npz', 'of memory', 'x: 1000000 × 1000 × 1000 × 3', 'use a smaller dataset')),
+    Row('npz-bomb-disk-cache', 'data', lambda ctx: ['profile', _npz_bomb(ctx, 1_000_000), '--set', f'data.cache_dir={ctx.tmp}/cache'],
+        ('{tmp}/bomb.npz:x: its disk cache needs 2,793.97 GiB, but {tmp}/cache has', 'free some space, or set data.cache_dir')),
 
     # images for `test`: the file and what is wrong with it; one bad image is exit 2
     Row('image-missing', 'image', _test(lambda ctx: ctx.path('nope.png'), '--gradcam', '{tmp}/cam.png'),
