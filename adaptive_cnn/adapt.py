@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from .config import Config, DataConfig, ModelConfig, AugmentConfig, TrainConfig, load_config
-from .data import DATASETS, Dataset, ImageData, channel_stats, load_data
+from .data import DATASETS, Dataset, ImageData, channel_stats, concat_splits, load_data
 
 # %% ../nbs/15_adapt.ipynb #5b8fcf98
 GROUND_TOLERANCE = 8        # grey levels (of 255) either side of an image's commonest level that count as its ground
@@ -28,8 +28,8 @@ def ground_share(images:torch.Tensor, chunk:int=4096) -> tuple[torch.Tensor, tor
     "Per uint8 image: the share of its pixels within `GROUND_TOLERANCE` of its commonest grey level, and that level."
     shares, levels = [], []
     # a histogram per image, a chunk at a time: a float copy of the dataset would be 4× its size
-    for x in images.split(chunk):
-        grey = x.float().mean(1).round().long().flatten(1)   # the channel mean: a coloured ground is a ground too
+    for i in range(0, len(images), chunk):   # (images on disk are read a chunk at a time too)
+        grey = images[i:i + chunk].to(torch.float32).mean(1).round().long().flatten(1)   # a coloured ground counts
         hist = torch.zeros(len(grey), 256).scatter_add_(1, grey, torch.ones(grey.shape))
         level = hist.argmax(1)
         near = (torch.arange(256)[None] - level[:, None]).abs() <= GROUND_TOLERANCE
@@ -69,7 +69,7 @@ def linear_probe(train:ImageData, num_classes:int, ridge:float=1.0):
 def flip_retention(data:ImageData, num_classes:int, seed:int=0) -> tuple[float|None, float, float]:
     "(retention or None, accuracy, mirrored accuracy) of a linear probe fit on half of `data`, scored on the rest."
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:PROBE_IMAGES]
-    fit, score = data[order[:len(order) // 2]], data[order[len(order) // 2:]]
+    fit, score = data[order[:len(order) // 2]].loaded(), data[order[len(order) // 2:]].loaded()   # at most 20,000
     predict = linear_probe(fit, num_classes)
     acc = (predict(score.images) == score.labels).double().mean().item()
     flipped = (predict(score.images.flip(-1)) == score.labels).double().mean().item()
@@ -137,7 +137,7 @@ def load_whole(dataset:str, overrides:list[str]=()) -> Dataset:
 
 def training_pool(ds:Dataset) -> ImageData:
     "Every labelled training image of `ds`: its training split and the validation split held out of it."
-    return ImageData(torch.cat([ds.train.images, ds.val.images]), torch.cat([ds.train.labels, ds.val.labels]))
+    return concat_splits(ds.train, ds.val)
 
 # %% ../nbs/15_adapt.ipynb #c4fe4774
 def profile_data(ds:Dataset,             # a loaded dataset (`load_data`)

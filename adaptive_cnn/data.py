@@ -6,7 +6,7 @@
 __all__ = ['MNIST_FAMILY', 'CIFAR10_BIN', 'CIFAR10_PY', 'MAX_PIXELS', 'DATASETS', 'ImageData', 'RawDataset', 'read_idx',
            'read_mnist_family', 'read_cifar10_bin', 'load_array_pickle', 'read_cifar_py', 'read_cifar10',
            'read_cifar100', 'read_svhn', 'list_image_folder', 'available_memory', 'check_fits_in_memory',
-           'decode_image', 'plan_images', 'decode_chunks', 'decode_images', 'on_disk', 'cache_images',
+           'decode_image', 'plan_images', 'decode_chunks', 'decode_images', 'on_disk', 'cache_images', 'concat_splits',
            'read_image_folder', 'npz_shapes', 'check_npz_size', 'npy_chunks', 'read_npz', 'read_dataset',
            'stratified_holdout', 'channel_stats', 'Dataset', 'read_conformed', 'held_out_test', 'load_data',
            'epoch_order', 'iterate_batches', 'read_ahead', 'fits_on_device', 'place_data', 'normalize', 'image_tensor',
@@ -400,6 +400,15 @@ def cache_images(paths:list, channels:int, size:tuple[int, int], source, cache_d
     key = cache_key(kind='image files', files=file_signature(paths), shape=shape)
     return read_split(cached(cache_root(cache_dir), key, math.prod(shape), str(source), build), 'images')
 
+# %% ../nbs/05_data.ipynb #6d8a2f68
+def concat_splits(*splits:ImageData) -> ImageData:
+    "The splits one after another: views of one disk cache stay a view of it; others are joined in memory."
+    labels = torch.cat([s.labels for s in splits])
+    first = splits[0].images
+    if all(s.on_disk and s.images.file is first.file for s in splits):
+        return ImageData(first.join(*(s.images for s in splits[1:])), labels)
+    return ImageData(torch.cat([s.loaded().images for s in splits]), labels)
+
 # %% ../nbs/05_data.ipynb #30a31aed
 def _read_folder_split(folder:Path, channels, size, cache:str, cache_dir) -> tuple[ImageData, list[str], list[str]]:
     classes, samples = list_image_folder(folder)
@@ -481,12 +490,13 @@ def check_npz_size(path:Path, memory:int|None=None):
                          f'its arrays ({k}: {" × ".join(map(str, shapes[k][0]))} of {shapes[k][1]})', memory)
 
 # %% ../nbs/05_data.ipynb #98a46e3d
-def npy_chunks(zf:zipfile.ZipFile, name:str, path:Path, rows:int=4096):
+def npy_chunks(zf:zipfile.ZipFile, name:str, path:Path, rows:int|None=None):   # None: 16 MB a chunk
     "The uint8 images of the array `name` in the open `.npz` `zf`, as k×C×H×W chunks decompressed as they are read."
     with zf.open(f'{name}.npy') as f:
         shape, fortran, _ = _npy_header(f)
         if fortran: raise DataError(f'{path}: {name} is stored in Fortran order; save np.ascontiguousarray({name})')
         row = math.prod(shape[1:])
+        rows = rows or max(1, 2**24 // row)
         for start in range(0, shape[0], rows):
             k = min(rows, shape[0] - start)
             data = f.read(k * row)
@@ -572,8 +582,11 @@ def stratified_holdout(labels:torch.Tensor, size:int, seed:int) -> tuple[torch.T
     return torch.from_numpy(np.sort(kept)), torch.from_numpy(np.sort(held))
 
 # %% ../nbs/05_data.ipynb #5ab0a0f3
-def channel_stats(images:torch.Tensor, chunk:int=4096) -> tuple[list[float], list[float]]:
+def channel_stats(images:torch.Tensor,  # uint8 N×C×H×W, in memory or on disk
+                  chunk:int|None=None,   # images per step; None: about 4 million values (32 MB of float64)
+                 ) -> tuple[list[float], list[float]]:
     "Per-channel mean and standard deviation of uint8 N×C×H×W `images`, pixels scaled to [0, 1]."
+    chunk = chunk or max(1, 2**22 // math.prod(images.shape[1:]))
     total = torch.zeros(images.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
     for i in range(0, len(images), chunk):
@@ -647,7 +660,8 @@ def _conformed_on_disk(x:DiskImages, channels:int, size:tuple, cache_dir:str|Non
     shape = (len(x), channels, *size)
     if tuple(x.shape) == shape: return x
     def build(folder):
-        chunks = (_conformed(x[i:i + 4096].load(), channels, size) for i in range(0, len(x), 4096))
+        rows = max(1, 2**22 // math.prod(shape[1:]))     # about 16 MB of float32 a chunk
+        chunks = (_conformed(x[i:i + rows].load(), channels, size) for i in range(0, len(x), rows))
         write_split(folder, 'images', chunks, shape)
     key = cache_key(kind='conformed', source=[x.path.parent.name, x.path.name], rows=x.rows is not None, shape=shape)
     return read_split(cached(cache_root(cache_dir), key, math.prod(shape), str(x.path), build), 'images')

@@ -6,8 +6,8 @@
 __all__ = ['CACHE_FORMAT', 'cache_root', 'file_signature', 'cache_key', 'DiskImages', 'write_split', 'read_split',
            'check_cache_space', 'cached']
 
-# %% ../nbs/03b_disk_cache.ipynb #f640e18b
-import contextlib, hashlib, json, os, shutil
+# %% ../nbs/03b_disk_cache.ipynb #63e78172
+import contextlib, hashlib, json, os, shutil, weakref
 from pathlib import Path
 import numpy as np, torch
 from fastcore.basics import patch
@@ -16,7 +16,7 @@ from .files import check_writable, free_space
 try: import fcntl
 except ImportError: fcntl = None       # Windows: builds are not guarded against a second process (see below)
 
-# %% ../nbs/03b_disk_cache.ipynb #566ec75e
+# %% ../nbs/03b_disk_cache.ipynb #86f8afad
 def cache_root(configured:str|os.PathLike|None=None # `data.cache_dir`; None: $ADAPTIVE_CNN_CACHE, else ~/.cache
               ) -> Path:
     "The folder that holds the disk caches of datasets."
@@ -25,7 +25,7 @@ def cache_root(configured:str|os.PathLike|None=None # `data.cache_dir`; None: $A
     if env: return Path(env).expanduser()
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'adaptive_cnn'
 
-# %% ../nbs/03b_disk_cache.ipynb #068cc2ce
+# %% ../nbs/03b_disk_cache.ipynb #462d23d0
 CACHE_FORMAT = 1        # raised when the layout of a cache changes: older caches are then rebuilt, never misread
 
 def file_signature(paths:list) -> list[tuple[str, int, int]]:
@@ -37,11 +37,12 @@ def cache_key(**parts) -> str:
     text = json.dumps(dict(parts, format=CACHE_FORMAT), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
-# %% ../nbs/03b_disk_cache.ipynb #757ebba0
+# %% ../nbs/03b_disk_cache.ipynb #2b22018f
 class _RowFile:
     "An open file of fixed-size rows, shared by every view of it; closed when the last view is gone."
     def __init__(self, path:Path, rows:int, row_bytes:int):
         self.path, self.row_bytes, self.fd = path, row_bytes, os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self.fd)           # closed with the last view (or at exit)
         if os.fstat(self.fd).st_size != rows * row_bytes:   # cut short or replaced since it was built
             raise DataError(f'{path}: the disk cache holds {os.fstat(self.fd).st_size:,} bytes, not the '
                             f'{rows * row_bytes:,} of its {rows:,} images; delete {path.parent} to have it rebuilt')
@@ -63,10 +64,7 @@ class _RowFile:
         out[order] = buffer
         return out
 
-    def __del__(self):
-        if getattr(self, 'fd', None) is not None: os.close(self.fd)
-
-# %% ../nbs/03b_disk_cache.ipynb #bdbc828e
+# %% ../nbs/03b_disk_cache.ipynb #275b7384
 class DiskImages:
     "uint8 images N×C×H×W in a file, indexed like a tensor: indexing is lazy, `load()` reads the rows selected."
     dtype, ndim, device = torch.uint8, 4, torch.device('cpu')
@@ -90,7 +88,7 @@ class DiskImages:
         "The row numbers of this view."
         return np.arange(self.total) if self.rows is None else self.rows
 
-# %% ../nbs/03b_disk_cache.ipynb #3456069e
+# %% ../nbs/03b_disk_cache.ipynb #00ffb083
 def _as_rows(idx, n:int) -> np.ndarray:
     "A slice, a list or a tensor/array of indices (or of booleans) into n rows, as an int64 array."
     if isinstance(idx, slice): return np.arange(n)[idx]
@@ -113,11 +111,18 @@ def load(self:DiskImages) -> torch.Tensor:
     return torch.from_numpy(self.file.read(self.selected())).view(len(self), *self.row_shape)
 
 @patch
+def join(self:DiskImages, *others:DiskImages) -> DiskImages:
+    "This view followed by `others`, views of the same file: still a view, nothing read."
+    if any(o.file is not self.file for o in others): raise ValueError('only views of one file can be joined')
+    rows = np.concatenate([self.selected(), *(o.selected() for o in others)])
+    return DiskImages(self.path, (self.total, *self.row_shape), rows, self.file)
+
+@patch
 def to(self:DiskImages, *args, **kwargs) -> torch.Tensor:
     "The images, read into memory, then as `Tensor.to`: a view must fit in memory to leave the disk."
     return self.load().to(*args, **kwargs)
 
-# %% ../nbs/03b_disk_cache.ipynb #43c817a5
+# %% ../nbs/03b_disk_cache.ipynb #03441aca
 def write_split(folder:Path,       # the cache being built
                 name:str,          # the split: 'train', 'test'
                 chunks,            # uint8 arrays or tensors k×C×H×W, in order, N images in all
@@ -145,7 +150,7 @@ def read_split(folder:Path, name:str) -> DiskImages:
     shape = tuple(json.loads((folder/f'{name}.json').read_text())['shape'])
     return DiskImages(folder/f'{name}.u8', shape)
 
-# %% ../nbs/03b_disk_cache.ipynb #d4d18950
+# %% ../nbs/03b_disk_cache.ipynb #65f55f88
 @contextlib.contextmanager
 def _exclusive(path:Path):
     "Hold the lock on the file `path`, waiting for it: one process builds a cache while the others wait."
@@ -162,7 +167,7 @@ def check_cache_space(root:Path, need:int, source:str):
         raise DataError(f'{source}: its disk cache needs {_gb(need)}, but {root} has {_gb(free)} free; free some '
                         'space, or set data.cache_dir (or $ADAPTIVE_CNN_CACHE) to a folder on a larger disk')
 
-# %% ../nbs/03b_disk_cache.ipynb #a2216a5c
+# %% ../nbs/03b_disk_cache.ipynb #99904314
 def cached(root:Path,        # the folder of caches (`cache_root`)
            key:str,          # the cache's name (`cache_key`)
            need:int,         # bytes it takes on disk
