@@ -36,4 +36,5 @@ echo "nbdev_test: $ran notebooks passed"
 
 echo "== pytest"
 # pytest exits 5 when it collected no test: that fails this script too.
-python -m pytest tests -q
+# the 25 slowest tests are listed: CI gives the whole script 20 minutes, and they are where to look first
+python -m pytest tests -q --durations=25
