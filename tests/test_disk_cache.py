@@ -105,7 +105,7 @@ def test_a_dataset_three_times_the_memory_allowance_trains_from_the_disk_cache(t
 BUILD = r'''
 import sys
 from adaptive_cnn.data import read_npz
-read_npz(sys.argv[1], cache='disk', cache_dir=sys.argv[2])
+raw = read_npz(sys.argv[1], cache='disk', cache_dir=sys.argv[2])
 '''
 
 
@@ -149,3 +149,16 @@ def test_a_dataset_on_disk_is_profiled_as_in_memory(tmp_path, run_cli):
         for key in ('cache', 'cache_dir'): profile['suggested_config']['data'].pop(key)
     memory, disk = profiles
     assert memory == disk and memory['flip_retention'] is not None
+
+
+def test_two_processes_wanting_one_cache_build_it_once(tmp_path):
+    "As the processes of one run do: one builds while the other waits on the lock, then both read the same cache."
+    write_npz(tmp_path/'data.npz', 20_000)
+    args = [sys.executable, '-c', BUILD + 'print(raw.train.images.path)',
+            str(tmp_path/'data.npz'), str(tmp_path/'cache')]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+             for _ in range(2)]
+    paths = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert paths[0] == paths[1]
+    assert [p.name for p in (tmp_path/'cache').iterdir() if p.is_dir()] == [Path(paths[0]).parent.name]
