@@ -1,5 +1,5 @@
 """Training on small subsets of the real data: resume equivalence, crash-safe checkpoints, the NaN guard, the CLI."""
-import json, os, signal, subprocess, sys, time
+import json, os, re, signal, subprocess, sys, time
 
 import pytest
 import torch
@@ -9,14 +9,16 @@ from adaptive_cnn.data import load_data
 from adaptive_cnn.training import Trainer
 from adaptive_cnn.errors import TrainingError
 from adaptive_cnn.checkpoint import load_checkpoint, save_checkpoint
+from adaptive_cnn.testing import TINY_MODEL
 from conftest import error_line
 
 
-def small_mnist(tmp_path, *extra):
-    "The MNIST recipe on 512 real digits (tests using it ask for `data_root`, through `mnist_data`)."
+def small_mnist(tmp_path, *extra, network=TINY_MODEL):
+    """The MNIST recipe on 512 real digits (tests using it ask for `data_root`, through `mnist_data`), with the tiny
+    network of `adaptive_cnn.testing` unless `network=()`: resuming, overwriting, the NaN guard do not depend on its size."""
     return load_config('mnist', ['data.train_subset=512', 'data.val_size=256', 'train.batch_size=64', 'train.epochs=4',
                                  'train.swa_start=0.5', 'train.deterministic=true', f'output.dir={json.dumps(str(tmp_path))}',
-                                 *extra])
+                                 *network, *extra])
 
 
 @pytest.fixture(scope='module')
@@ -49,7 +51,7 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, mnist_data, stop_after
 
 
 def test_loss_decreases_on_real_subset(tmp_path, mnist_data):
-    trainer = Trainer(small_mnist(tmp_path, 'train.deterministic=false'), progress=False, data=mnist_data)
+    trainer = Trainer(small_mnist(tmp_path, 'train.deterministic=false', network=()), progress=False, data=mnist_data)
     results = trainer.fit(); trainer.close()
     history = trainer.history
     assert history[-1]['train_loss'] < history[0]['train_loss'] - 0.3, history
@@ -159,7 +161,7 @@ def test_overwrite_starts_clean_and_stale_temporary_files_go(tmp_path, mnist_dat
     first = Trainer(cfg, progress=False, data=mnist_data); first.fit(); first.close()
     (tmp_path/'checkpoints'/'.last.pth.abc123.tmp').write_bytes(b'half a checkpoint')
     second = Trainer(cfg, overwrite=True, progress=False, data=mnist_data); second.fit(); second.close()
-    assert (tmp_path/'train.log').read_text().count('training 709,770 parameters') == 1     # the old log is gone
+    assert len(re.findall(r'training [\d,]+ parameters', (tmp_path/'train.log').read_text())) == 1   # the old log is gone
     assert not list((tmp_path/'checkpoints').glob('.*.tmp'))
 
 
