@@ -183,8 +183,9 @@ def _save_exported(model:torch.nn.Module, example:torch.Tensor, fmt:str, path:Pa
     if fmt == 'onnx':
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter's progress lines
             warnings.simplefilter('ignore')
+            # one self-contained file: the weights inside it, not in a side file named after the temporary one
             torch.onnx.export(model, (example,), str(path), input_names=['images'], output_names=['logits'],
-                              dynamic_axes={'images': {0: 'batch'}, 'logits': {0: 'batch'}})
+                              dynamic_axes={'images': {0: 'batch'}, 'logits': {0: 'batch'}}, external_data=False)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', FutureWarning)
