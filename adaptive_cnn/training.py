@@ -28,7 +28,7 @@ from .runtime import (autocast, check_precision, choose_precision, default_devic
 from .models import AdaptiveCNN, count_parameters
 from .data import Dataset, ImageData, epoch_order, iterate_batches, load_data, normalize, place_data
 from .augment import BatchAugment
-from .distributed import DistributedContext, convert_sync_batchnorm, shard_indices
+from .distributed import DistributedContext, StopVote, convert_sync_batchnorm, shard_indices
 from .checkpoint import (checkpoint_path, load_checkpoint, load_weights, model_from_checkpoint,
                                      pretrained_weights, save_checkpoint)
 from .predict import predict
@@ -161,7 +161,8 @@ class Trainer:
         if deadline is not None and self.dist.distributed:
             raise UsageError('a deadline (time budget) needs a run in one process')
         last = self.out/'checkpoints'/'last.pth'
-        resuming = resume and last.is_file()
+        # rank 0's decision for all: on several machines the ranks see the shared folder at different moments
+        resuming = self.dist.share(resume and last.is_file())
         saved = load_checkpoint(last) if resuming else None
         cfg, pretrained = self._starting_config(cfg, resuming, saved)
         self.data = place_data(data or self.dist.local_main_first(lambda: load_data(cfg)), self.device)
@@ -174,7 +175,9 @@ class Trainer:
         self._start_counters()
         self._open_output(resuming, saved)                     # the first change to the output folder
         self._log_start(pretrained, init_notes)
-        if resuming: self._restore(saved)
+        if resuming:
+            self._restore(saved)
+            self.dist.on_main(lambda: self.repair_best(saved))
         else:
             if resume:
                 self.log.info(f'{self.out}: no checkpoint to resume from (checkpoints/last.pth); '
@@ -291,8 +294,10 @@ def _build_augment_and_loss(self:Trainer):
 def _start_counters(self:Trainer):
     "The counters of a run at its start."
     self.epoch, self.step, self.history, self.best_val_acc = 0, 0, [], -1.0
+    self.best_epoch, self.best_kind = None, None           # what best_model.pth holds: which epoch, which network
     self.epoch_progress = None                             # where an interrupted epoch stopped
-    self.stop_signal = None                                # a SIGINT or SIGTERM received
+    self.stop_signal = None                                # a SIGINT or SIGTERM received (here, or by any rank)
+    self.stop_vote = StopVote(self.dist)                   # the ranks' agreement on it
     self._plotted_at = time.perf_counter()
     self._bad_step = torch.tensor(-1, device=self.device)  # first step with a non-finite loss (-1: none)
 
@@ -420,12 +425,26 @@ def continue_epoch(self:Trainer,
     "After a resume inside an epoch, restore the generators and sums saved there; (batches, images, seconds) done."
     p, self.epoch_progress = self.epoch_progress, None
     if p is None: return 0, 0, 0.0
-    generator.set_state(p['generator'])
-    torch.set_rng_state(p['rng'])
-    if p['cuda_rng'] is not None and self.device.type == 'cuda': torch.cuda.set_rng_state(p['cuda_rng'], self.device)
-    loss_sum += p['loss_sum'].to(self.device)
-    correct += p['correct'].to(self.device)
+    mine = p['ranks'][self.dist.rank] if 'ranks' in p else p    # several processes: this rank's draws and sums
+    generator.set_state(mine['generator'])
+    torch.set_rng_state(mine['rng'])
+    if mine['cuda_rng'] is not None and self.device.type == 'cuda':
+        torch.cuda.set_rng_state(mine['cuda_rng'], self.device)
+    loss_sum += mine['loss_sum'].to(self.device)
+    correct += mine['correct'].to(self.device)
     return p['batches'], p['seen'], p['time_s']
+
+@patch
+def _epoch_position(self:Trainer,
+                    batches:int, seen:int, time_s:float, # steps, images (per rank) and seconds of the epoch done
+                    generator:torch.Generator,           # the epoch's augmentation generator
+                    loss_sum:torch.Tensor, correct:torch.Tensor # this rank's running sums
+                   ) -> dict:
+    "Where the epoch stopped, for `last.pth`: the counts, and every rank's generators and sums (on rank 0)."
+    mine = dict(loss_sum=loss_sum.cpu(), correct=correct.cpu(), **self._generator_states(generator))
+    where = dict(batches=batches, seen=seen, time_s=time_s)
+    if not self.dist.distributed: return where | mine                  # one process: one set, at the top
+    return where | dict(ranks=self.dist.gather(mine))
 
 # %% ../nbs/10_training.ipynb #b757c32f
 @patch
@@ -472,10 +491,12 @@ def train_epoch(self:Trainer) -> dict:
         seen += len(batch)
         if self.progress and ((i + 1) % refresh == 0 or seen == len(order)):   # reading the loss waits for the GPU
             self._show_progress(bar, seen, loss_sum, correct, start)
-        if self.stop_signal is not None:
+        stop = self.stop_vote.poll(self.stop_signal)     # alone: this step's request; several: the last step's vote
+        if stop:
+            self.stop_signal = self.stop_vote.settle(stop)  # the vote in flight is read too: no collective left over
             bar.close()
-            self.interrupt(dict(batches=i + 1, seen=seen, loss_sum=loss_sum.cpu(), correct=correct.cpu(),
-                                time_s=time.perf_counter() - start, **self._generator_states(generator)))
+            self.interrupt(self._epoch_position(i + 1, seen, time.perf_counter() - start, generator, loss_sum,
+                                                correct))
     bar.close()
     self._check_finite()                  # once per epoch, on every rank: the only wait for the GPU inside an epoch
     self.dist.share_buffers(self.model)   # each rank's last batches moved its BatchNorm statistics: validate rank 0's
@@ -596,7 +617,8 @@ def state(self:Trainer) -> dict:
                 ema_model=self.ema_model.state_dict() if self.ema_model else None,
                 epoch=self.epoch, step=self.step, epoch_progress=self.epoch_progress, world_size=self.dist.world_size,
                 schedule=self.schedule, history=self.history, best_val_acc=self.best_val_acc,
-                config=asdict(self.cfg), classes=self.cfg.data.classes, version=adaptive_cnn.__version__)
+                best_epoch=self.best_epoch, best_kind=self.best_kind, config=asdict(self.cfg),
+                classes=self.cfg.data.classes, version=adaptive_cnn.__version__)
 
 # %% ../nbs/10_training.ipynb #5b02f21b
 @patch
@@ -621,6 +643,7 @@ def _restore(self:Trainer, state:dict):
     self.scaler.load_state_dict(state['scaler'])
     self.epoch, self.step = state['epoch'], state['step']
     self.history, self.best_val_acc = state['history'], state['best_val_acc']
+    self.best_epoch, self.best_kind = state.get('best_epoch'), state.get('best_kind')
     self.epoch_progress = state.get('epoch_progress')
     epochs, progress = self.cfg.train.epochs, self.epoch_progress
     where = (f'after epoch {self.epoch} of {epochs}' if progress is None else
@@ -733,8 +756,8 @@ def fit(self:Trainer,
     self.stop_signal = None
     self.dist.on_main(self.lock.acquire)      # again, when an earlier fit let go of it
     try:
-        # several processes would stop at different steps: there Ctrl-C ends the run (see below)
-        with stop_requests(lambda signum: setattr(self, 'stop_signal', signum), enabled=not self.dist.distributed):
+        self.stop_vote = StopVote(self.dist)
+        with stop_requests(lambda signum: setattr(self, 'stop_signal', signum)):
             try: return self.run_epochs(until_epoch)
             except Exception as e:
                 if not is_out_of_memory(e): raise
@@ -772,10 +795,10 @@ def run_epochs(self:Trainer, until_epoch:int|None=None) -> dict:
         self.epoch += 1
         kind, net, acc = self._best_of_epoch(metrics)
         improved = acc > self.best_val_acc
-        if improved: self.best_val_acc = acc
+        if improved: self.best_val_acc, self.best_epoch, self.best_kind = acc, self.epoch, kind
         # the other ranks wait for the checkpoint
         self.dist.on_main(lambda: self.save_epoch(metrics, (kind, net) if improved else None))
-        if self.stop_signal is not None: self.interrupt()
+        if self.stop_agreed(): self.interrupt()
         if self.deadline is not None and self.epoch < t.epochs: self.keep_to_deadline()
     if self.epoch < t.epochs:
         if self.history: self.dist.on_main(lambda: plot_history(self.history, self.out/'training_curves.png'))
@@ -806,11 +829,11 @@ def _best_of_epoch(self:Trainer, metrics:dict) -> tuple[str, nn.Module, float]:
 # %% ../nbs/10_training.ipynb #daa7492d
 @patch
 def save_epoch(self:Trainer, metrics:dict, best:tuple[str, nn.Module]|None):
-    "Rank 0's end of an epoch: the best checkpoint if `best` (kind, network) improved, the records, then last.pth."
+    "Rank 0's end of an epoch: the records, last.pth, then the best checkpoint if `best` (kind, network) improved."
     ckpt = self.out/'checkpoints'
-    if best: save_checkpoint(self.model_state(best[1], best[0], self.best_val_acc), ckpt/'best_model.pth')
     self.record(metrics)
-    save_checkpoint(self.state(), ckpt/'last.pth')
+    save_checkpoint(self.state(), ckpt/'last.pth')       # first: it can rebuild best_model.pth, not the other way
+    if best: save_checkpoint(self.model_state(best[1], best[0], self.best_val_acc), ckpt/'best_model.pth')
 
 # %% ../nbs/10_training.ipynb #4d234ff8
 @patch
@@ -832,7 +855,7 @@ def _evaluate_swa(self:Trainer, results:dict):
 def finish(self:Trainer, wall_s:float) -> dict:
     "SWA evaluation, choice of best_model.pth, test accuracy, results.json."
     t, ckpt = self.cfg.train, self.out/'checkpoints'
-    if self.stop_signal is not None: self.interrupt()     # last.pth holds the trained run: a resume does this again
+    if self.stop_agreed(): self.interrupt()     # last.pth holds the trained run: a resume does this again
     results = dict(best_val_acc=self.best_val_acc, epochs=t.epochs, train_wall_s=wall_s)
     if self.swa_model is not None: self._evaluate_swa(results)
     if self.ema_model is not None:
@@ -841,7 +864,7 @@ def finish(self:Trainer, wall_s:float) -> dict:
             ema_state = self.model_state(self.ema_model.module, 'EMA model', results['ema_val_acc'])
             save_checkpoint(ema_state, ckpt/'ema_model.pth')
         self.dist.on_main(save_ema)
-    if self.stop_signal is not None: self.interrupt()
+    if self.stop_agreed(): self.interrupt()
     best = load_checkpoint(ckpt/'best_model.pth')
     results['best_model'] = best['kind']
     if self.data.test is not None:
@@ -887,6 +910,14 @@ def _continue_cosine(self:Trainer, steps:int, swa_from:int|None):
                          warmup_steps=args['warmup_steps'], anchor=anchor)
     self.scheduler.lr_lambdas[0] = functools.partial(lr_factor, final=args['final'], **self.schedule)
 
+# %% ../nbs/10_training.ipynb #11e7f202
+@patch
+def stop_agreed(self:Trainer) -> bool:
+    "Whether any rank has been asked to stop, agreed by all ranks at once; `stop_signal` is then the signal."
+    agreed = self.stop_vote.settle(self.stop_signal)
+    if agreed: self.stop_signal = agreed
+    return bool(agreed)
+
 # %% ../nbs/10_training.ipynb #96f6442e
 @patch
 def interrupt(self:Trainer, progress:dict|None=None):
@@ -895,12 +926,28 @@ def interrupt(self:Trainer, progress:dict|None=None):
     if progress is not None:
         self._check_finite()                    # weights after a NaN are never saved
         self.epoch_progress = progress
-        save_checkpoint(self.state(), last)     # one process only: see `fit`
+        self.dist.on_main(lambda: save_checkpoint(self.state(), last))   # rank 0's progress holds every rank's
         where = f'in epoch {self.epoch + 1}/{epochs} after step {progress["batches"]} of {self.steps_per_epoch}'
     else: where = f'after epoch {self.epoch}/{epochs}'
     name = signal.Signals(self.stop_signal).name
     self.log.info(f'stopped by {name} {where}; {last} holds the run')
     raise TrainingInterrupted(f'interrupted by {name} {where}; the run is saved in {last}', self.stop_signal)
+
+# %% ../nbs/10_training.ipynb #47f355ac
+@patch
+def repair_best(self:Trainer, saved:dict):
+    "Write best_model.pth from `saved` (last.pth) when a kill between the two writes left it behind `saved`'s epoch."
+    epoch, kind = saved.get('best_epoch'), saved.get('best_kind')
+    if epoch is None or epoch != saved['epoch']: return    # best_model.pth was complete before last.pth moved on
+    path = self.out/'checkpoints'/'best_model.pth'
+    held = load_checkpoint(path) if path.is_file() else {}
+    if held.get('kind') == 'SWA model' or (held.get('epoch'), held.get('kind')) == (epoch, kind): return
+    ema = {k.removeprefix('module.'): v for k, v in (saved['ema_model'] or {}).items() if k.startswith('module.')}
+    save_checkpoint(dict(model=ema if kind == 'EMA model' else saved['model'], config=saved['config'],
+                         classes=saved['classes'], kind=kind, val_acc=saved['best_val_acc'], epoch=epoch,
+                         version=saved['version']), path)
+    self.log.info(f'{path.name} held epoch {held.get("epoch")}, {path.parent/"last.pth"} names epoch {epoch}: '
+                  'written again from last.pth (the run was killed between the two)')
 
 # %% ../nbs/10_training.ipynb #da1c0b8d
 @patch

@@ -202,3 +202,66 @@ def test_interrupt_saves_last_checkpoint_then_resume_completes(sig, code, epoch,
     assert p.returncode == 0, f'{ctx}; --resume exited {p.returncode}:\n{p.stderr}'
     assert 'Traceback' not in p.stderr, f'{ctx}:\n{p.stderr}'
     check_same_as_reference(out, reference['out'], ctx)
+
+
+# ---- a kill between the two writes at the end of an epoch -------------------------------------------------------
+
+class Killed(BaseException):
+    "A SIGKILL at that point of the run: nothing after it runs, no handler sees it."
+
+
+@pytest.fixture
+def one_thread():
+    "Train in this process on one thread, as the runs above do (and fast on a busy machine: no threads spinning)."
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize('kind', ['best single model', 'EMA model'])
+def test_kill_between_last_and_best_checkpoint_is_repaired_by_resume(tmp_path, monkeypatch, one_thread, kind):
+    from adaptive_cnn import training
+    from adaptive_cnn.testing import TINY_MODEL, save_npz_dataset, shapes_dataset
+    raw = shapes_dataset(600, 100, num_classes=4, size=28)
+    save_npz_dataset(tmp_path/'bars.npz', raw.train, raw.test, raw.classes)
+    cfg = lambda name: load_config('mnist', [
+        *TINY_MODEL, f'data.dataset={tmp_path/"bars.npz"}', 'data.classes=null', 'data.num_classes=null', 'data.mean=null',
+        'data.std=null', 'data.val_size=200', 'train.epochs=4', 'train.steps_per_epoch=3', 'train.batch_size=32',
+        'train.swa_start=null', 'train.ema_decay=0.9', 'train.precision=fp32', 'train.deterministic=true',
+        f'output.dir={tmp_path/name}'])
+    if kind == 'EMA model':   # the EMA wins every epoch that improves: best_model.pth is rebuilt from last.pth's EMA
+        monkeypatch.setattr(training.Trainer, '_best_of_epoch', lambda self, m: (kind, self.ema_model.module, m['ema_val_acc']))
+    whole = training.Trainer(cfg('whole'), progress=False, echo=False)
+    whole.fit()
+    whole.close()
+    accs = [max(h['val_acc'], h['ema_val_acc']) if kind == 'EMA model' else h['val_acc'] for h in whole.history]
+    improving = [e + 1 for e, a in enumerate(accs) if a > max(accs[:e], default=-1)]
+    assert len(improving) >= 2, f'the data must improve after the first epoch: {accs}'
+    epoch = improving[1]           # best_model.pth of an earlier epoch is on disk when this one's is written
+
+    write = training.save_checkpoint
+    def killed_before_best(state, path):
+        if Path(path).name == 'best_model.pth' and state['epoch'] == epoch: raise Killed
+        write(state, path)
+    monkeypatch.setattr(training, 'save_checkpoint', killed_before_best)
+    killed = training.Trainer(cfg('killed'), progress=False, echo=False)
+    with pytest.raises(Killed): killed.fit()
+    killed.close()
+    monkeypatch.setattr(training, 'save_checkpoint', write)
+    ckpt = tmp_path/'killed'/'checkpoints'
+    last, best = load_checkpoint(ckpt/'last.pth'), load_checkpoint(ckpt/'best_model.pth')
+    assert (last['epoch'], last['best_epoch'], last['best_kind']) == (epoch, epoch, kind)
+    assert best['epoch'] == improving[0]                         # one improvement behind: the two disagree
+
+    resumed = training.Trainer(cfg('killed'), resume=True, progress=False, echo=False)
+    best = load_checkpoint(ckpt/'best_model.pth')
+    assert (best['epoch'], best['kind']) == (epoch, kind)       # repaired as the run resumed, before any training
+    assert 'written again from last.pth' in (tmp_path/'killed'/'train.log').read_text()
+    resumed.fit()
+    resumed.close()
+    for name in ('best_model.pth', 'last.pth'):
+        a, b = load_checkpoint(tmp_path/'whole'/'checkpoints'/name), load_checkpoint(ckpt/name)
+        assert (a['epoch'], a.get('kind'), a.get('best_epoch')) == (b['epoch'], b.get('kind'), b.get('best_epoch')), name
+        assert a['model'].keys() == b['model'].keys()
+        for k in a['model']: assert torch.equal(a['model'][k], b['model'][k]), f'{name}: {k}'

@@ -200,3 +200,153 @@ def test_existing_run_is_refused_once_and_kept(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and 'already holds a run' in error_line(proc.stderr)
     assert (out/'checkpoints'/'last.pth').read_bytes() == b'precious'
+
+
+# ---- several machines, interruptions, restarts: synthetic data, a tiny network --------------------------------------
+# 4,000 images of bars (adaptive_cnn.testing), a 5,516-parameter network, 3 epochs of 63 steps of 32 images per process
+# with SWA over the last two, fp32 (`auto` would choose by timing), deterministic kernels, one thread per process: two
+# runs of the same process layout end bit-identical, so every comparison below is exact.
+TINY = ['model.stem_channels=8', 'model.widths=[8,16]', 'model.depths=[1,1]', 'model.strides=[1,2]',
+        'model.classifier_hidden=16', 'data.classes=null', 'data.num_classes=null', 'data.mean=null', 'data.std=null',
+        'data.val_size=128', 'train.epochs=3', 'train.batch_size=32', 'train.swa_start=0.5', 'train.precision=fp32',
+        'train.deterministic=true']
+
+
+def child_env() -> dict:
+    "The environment of every process of these runs: one thread, no GPU, workers with their own store (see above)."
+    return dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='',
+                TORCH_DISABLE_SHARE_RDZV_TCP_STORE='1')
+
+
+def free_port() -> int:
+    "A TCP port of 127.0.0.1 that nothing listens on now."
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def bars(tmp_path_factory) -> Path:
+    "The dataset of these runs, as a .npz file."
+    from adaptive_cnn.testing import shapes_dataset, save_npz_dataset
+    raw = shapes_dataset(4000 + 128, 256, num_classes=4, size=28)
+    path = tmp_path_factory.mktemp('bars')/'bars.npz'
+    save_npz_dataset(path, raw.train, raw.test, raw.classes)
+    return path
+
+
+def tiny_args(out:Path, bars:Path, *extra) -> list[str]:
+    "`adaptive_cnn`'s arguments for a run of the tiny network on `bars` into `out`."
+    return ['train', 'mnist', '--output-dir', str(out), '--no-progress', *sets(*TINY, f'data.dataset={bars}'),
+            *map(str, extra)]
+
+
+@pytest.fixture(scope='module')
+def two_procs(tmp_path_factory, bars) -> dict:
+    "The uninterrupted run of one machine with two processes (`--num-procs 2`): its folder and its epochs' seconds."
+    out = tmp_path_factory.mktemp('two_procs')/'run'
+    proc = subprocess.run([sys.executable, '-m', 'adaptive_cnn', *tiny_args(out, bars, '--num-procs', 2)],
+                          capture_output=True, text=True, timeout=300, env=child_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    epochs = [json.loads(line) for line in (out/'metrics.jsonl').read_text().splitlines()]
+    return dict(out=out, epoch_s=[h['train_time_s'] for h in epochs])
+
+
+def check_same_end(out:Path, ref:Path):
+    "The run in `out` ended exactly as the run in `ref`: epochs, metrics and every checkpoint's weights."
+    assert history(out) == history(ref)
+    for name in ('last.pth', 'best_model.pth', 'swa_model.pth'):
+        a, b = model_weights(ref/'checkpoints'/name), model_weights(out/'checkpoints'/name)
+        assert a.keys() == b.keys(), name
+        for k in a: assert torch.equal(a[k], b[k]), f'{name}: {k}'
+    test_acc = lambda run: json.loads((run/'results.json').read_text())['test_acc']
+    assert test_acc(out) == test_acc(ref)
+
+
+def start_agent(out:Path, bars:Path, port:int, host:bool, log:Path, restarts:int=0) -> subprocess.Popen:
+    """One machine of two: a torchrun agent with one worker, meeting the other at 127.0.0.1:`port` (c10d). The `host`
+    agent serves the rendezvous store; the agent is the leader of its own process group, as on a machine of its own."""
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '2', '--nproc_per_node', '1',
+           '--rdzv_backend', 'c10d', '--rdzv_endpoint', f'127.0.0.1:{port}', '--rdzv_id', f'two-nodes-{port}',
+           '--rdzv_conf', f'is_host={int(host)}',
+           '--max-restarts', str(restarts), '-m', 'adaptive_cnn', *tiny_args(out, bars)]
+    with open(log, 'a') as f:
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=child_env(), start_new_session=True)
+
+
+def wait_all(agents:list[subprocess.Popen], logs:list[Path], timeout_s:float=300):
+    "Wait for `agents` to end, each with exit code 0; kill what is left on failure."
+    try:
+        for agent in agents: assert agent.wait(timeout=timeout_s) == 0, '\n'.join(l.read_text() for l in logs)
+    finally:
+        for agent in agents:
+            if agent.poll() is None: os.killpg(agent.pid, signal.SIGKILL)
+
+
+def test_two_machines_of_one_process_end_as_one_machine_of_two(tmp_path, bars, two_procs):
+    # Two torchrun agents on this machine play two machines sharing the output folder (a shared file system).
+    # Bit-identical, not just close: each rank's shard, augmentation and dropout draws follow from its rank alone,
+    # and gloo's all-reduce over two ranks adds two numbers, in whichever order, exactly.
+    out, port, logs = tmp_path/'run', free_port(), [tmp_path/'a.log', tmp_path/'b.log']
+    agents = [start_agent(out, bars, port, host, log) for host, log in zip((True, False), logs)]
+    wait_all(agents, logs)
+    check_same_end(out, two_procs['out'])
+    env = json.loads((out/'environment.json').read_text())
+    assert (env['processes'], env['torchelastic_run_id']) == (2, f'two-nodes-{port}')
+
+
+@pytest.mark.slow      # 31 s on two idle cores (40 s busy): two start-ups, an epoch, the restart, the rest of the run
+def test_a_machine_killed_and_started_again_rejoins_and_the_run_ends_as_uninterrupted(tmp_path, bars, two_procs):
+    out, port, logs = tmp_path/'run', free_port(), [tmp_path/'a.log', tmp_path/'b.log']
+    host = start_agent(out, bars, port, True, logs[0], restarts=1)
+    other = start_agent(out, bars, port, False, logs[1], restarts=1)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out/'checkpoints'/'last.pth').is_file() or len(history(out)) < 1:   # the first epoch is saved
+            assert host.poll() is None and other.poll() is None and time.monotonic() < deadline, logs[0].read_text()
+            time.sleep(0.05)
+        workers = worker_pids(other.pid)
+        os.killpg(other.pid, signal.SIGKILL)            # the machine dies: its agent and its worker, mid-epoch
+        for pid in workers.values(): os.kill(pid, signal.SIGKILL)
+        other.wait(timeout=60)
+        again = start_agent(out, bars, port, False, logs[1], restarts=1)   # as a scheduler would, same command
+        wait_all([host, again], logs)
+    finally:
+        for agent in (host, other):
+            if agent.poll() is None: os.killpg(agent.pid, signal.SIGKILL)
+    assert 'resuming' in (out/'train.log').read_text(), logs[0].read_text()
+    check_same_end(out, two_procs['out'])
+
+
+# each 24 s on two idle cores (a launch and a resume): SIGINT takes the same path as SIGTERM, so it waits for -m slow
+@pytest.mark.parametrize('sig', [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM],
+                         ids=['SIGINT', 'SIGTERM'])
+def test_num_procs_run_interrupted_mid_epoch_resumes_to_the_same_end(tmp_path, bars, two_procs, sig):
+    out = tmp_path/'run'
+    cmd = [sys.executable, '-m', 'adaptive_cnn', *tiny_args(out, bars, '--num-procs', 2)]
+    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 300
+        while not ((out/'train.log').is_file() and 'epoch   1/' in (out/'train.log').read_text()):   # epoch 2 starts
+            assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()
+            time.sleep(0.01)
+        time.sleep(two_procs['epoch_s'][1] / 2)
+        launcher.send_signal(sig)                       # Ctrl-C (or a scheduler's SIGTERM) to the launcher
+        stdout, stderr = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None: launcher.kill()
+    assert launcher.returncode == 128 + sig, stdout + stderr
+    assert 'Traceback' not in stderr, stderr
+    assert f'adaptive-cnn: interrupted ({sig.name}); continue with --resume' in stderr, stderr
+    state = load_checkpoint(out/'checkpoints'/'last.pth')
+    progress = state['epoch_progress']
+    assert state['epoch'] == 1 and progress is not None, f'not stopped inside epoch 2: {stderr}'
+    # one position for both ranks, with each rank's own generators
+    assert 0 < progress['batches'] < 63 and len(progress['ranks']) == 2
+    assert not torch.equal(progress['ranks'][0]['generator'], progress['ranks'][1]['generator'])
+    assert state['step'] == 63 + progress['batches']
+    proc = subprocess.run([*cmd, '--resume'], capture_output=True, text=True, timeout=300, env=child_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f'in epoch 2 of 3, after step {progress["batches"]} of 63' in proc.stdout
+    check_same_end(out, two_procs['out'])
