@@ -644,7 +644,7 @@ def main(argv:list[str]|None=None) -> int:
         return COMMANDS[args.command](args)
     except TrainingInterrupted as e:                      # not an error: the run is saved and says how to go on
         if args.debug: traceback.print_exc()
-        print(f'adaptive-cnn: {who}{e.command_line}', file=sys.stderr)
+        if not rank: print(f'adaptive-cnn: {e.command_line}', file=sys.stderr)   # the ranks stopped together: one says so
         return e.exit_code
     except AdaptiveCNNError as e:
         if args.debug: traceback.print_exc()

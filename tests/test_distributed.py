@@ -339,6 +339,7 @@ def test_num_procs_run_interrupted_mid_epoch_resumes_to_the_same_end(tmp_path, b
     assert launcher.returncode == 128 + sig, stdout + stderr
     assert 'Traceback' not in stderr, stderr
     assert f'adaptive-cnn: interrupted ({sig.name}); continue with --resume' in stderr, stderr
+    assert f'adaptive-cnn: interrupted by {sig.name} in epoch 2/' in stderr and '[rank 1]' not in stderr, stderr
     state = load_checkpoint(out/'checkpoints'/'last.pth')
     progress = state['epoch_progress']
     assert state['epoch'] == 1 and progress is not None, f'not stopped inside epoch 2: {stderr}'
