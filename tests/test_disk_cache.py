@@ -51,7 +51,7 @@ cap = vm + int(sys.argv[1]) * 2**20
 resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 raise SystemExit(main(sys.argv[2:]))
 '''
-MARGIN_MB = 400
+MARGIN_MB = 250                 # above the imports: a tiny network's run, not a dataset of 750 MB
 SIDE = 64                       # 64×64 RGB: 12,288 bytes an image
 
 
@@ -72,7 +72,8 @@ def capped_train(out:Path, data:Path, cache_dir:Path, *overrides) -> subprocess.
                CUDA_VISIBLE_DEVICES='', PYTHONFAULTHANDLER='1')
     args = ['train', 'mnist', '--data', data, '--output-dir', out, '--no-progress',
             *sets(*ON_NPZ, f'data.cache_dir={cache_dir}', 'data.val_size=1000', 'data.test_fraction=0.01',
-                  'train.epochs=1', 'train.steps_per_epoch=4', 'train.batch_size=64', *overrides)]
+                  'train.epochs=1', 'train.steps_per_epoch=4', 'train.batch_size=64', 'train.swa_start=null',
+                  *overrides)]
     return subprocess.run([sys.executable, '-c', CHILD, str(MARGIN_MB), *map(str, args)], capture_output=True,
                           text=True, timeout=900, env=env)
 
@@ -92,12 +93,6 @@ def test_a_dataset_three_times_the_memory_allowance_trains_from_the_disk_cache(t
     assert results['epochs'] == 1 and 0 <= results['test_acc'] <= 1
     (built,) = [p for p in (tmp_path/'cache').iterdir() if p.is_dir()]
     assert (built/'images.u8').stat().st_size == n * SIDE * SIDE * 3
-    # a second run reads the same cache: nothing is decoded again
-    before = (built/'images.u8').stat().st_mtime_ns
-    p = capped_train(tmp_path/'again', tmp_path/'large.npz', tmp_path/'cache')
-    assert p.returncode == 0, p.stderr
-    assert [p for p in (tmp_path/'cache').iterdir() if p.is_dir()] == [built]
-    assert (built/'images.u8').stat().st_mtime_ns == before
 
 
 # ---- a build killed halfway -----------------------------------------------------------------------------------------
@@ -152,7 +147,7 @@ def test_a_dataset_on_disk_is_profiled_as_in_memory(tmp_path, run_cli):
 
 
 def test_two_processes_wanting_one_cache_build_it_once(tmp_path):
-    "As the processes of one run do: one builds while the other waits on the lock, then both read the same cache."
+    "As the processes of one run (or two runs) do: one builds while the other waits on the lock, then both read it."
     write_npz(tmp_path/'data.npz', 20_000)
     args = [sys.executable, '-c', BUILD + 'print(raw.train.images.path)',
             str(tmp_path/'data.npz'), str(tmp_path/'cache')]

@@ -13,7 +13,7 @@ from adaptive_cnn.data import load_data, iterate_batches, normalize
 from adaptive_cnn.training import BN_REFRESH_BATCH
 from adaptive_cnn.checkpoint import load_checkpoint, model_from_checkpoint
 from adaptive_cnn.runtime import autocast
-from adaptive_cnn.testing import sync_bn_worker
+from adaptive_cnn.testing import TINY_MODEL, sync_bn_worker
 from conftest import error_line, history, model_weights
 
 # Augmentation, dropout and SWA off, fp32, contiguous layout (the CPU's channels_last fp32 convolutions are less exact),
@@ -42,8 +42,8 @@ def sets(*overrides) -> list[str]:
 
 
 def test_two_processes_of_32_match_one_process_of_64(tmp_path, data_root):
-    train(data_root, tmp_path/'one', *sets(*PLAIN, 'train.batch_size=64'))
-    train(data_root, tmp_path/'two', '--num-procs', 2, *sets(*PLAIN, 'train.batch_size=32'))
+    train(data_root, tmp_path/'one', *sets(*PLAIN, *TINY_MODEL, 'train.batch_size=64'))
+    train(data_root, tmp_path/'two', '--num-procs', 2, *sets(*PLAIN, *TINY_MODEL, 'train.batch_size=32'))
     one, two = model_weights(tmp_path/'one'/'checkpoints'/'last.pth'), model_weights(tmp_path/'two'/'checkpoints'/'last.pth')
     assert one.keys() == two.keys()
     assert load_checkpoint(tmp_path/'two'/'checkpoints'/'last.pth')['step'] == 20          # 20 optimiser steps each
@@ -79,7 +79,7 @@ def test_sync_batchnorm_on_cpu_matches_batchnorm_on_the_whole_batch(tmp_path):
 
 def test_num_procs_run_writes_one_set_of_artefacts_covering_every_sample(tmp_path, data_root):
     out = tmp_path/'run'
-    proc = train(data_root, out, '--num-procs', 2, *sets('train.epochs=1', 'data.train_subset=4000'))
+    proc = train(data_root, out, '--num-procs', 2, *sets('train.epochs=1', 'data.train_subset=4000', *TINY_MODEL))
     assert proc.stdout.count('results in') == 1 and proc.stdout.count('epoch   1/1') == 1   # rank 0 reports, once
     tensorboard = ['tensorboard'] if importlib.util.find_spec('tensorboard') else []   # rank 0's event files
     # .lock: rank 0 held the folder while the run lasted
@@ -109,7 +109,8 @@ def test_num_procs_run_writes_one_set_of_artefacts_covering_every_sample(tmp_pat
     finally: torch.set_num_threads(threads)
     saved = {k: v for k, v in swa['model'].items() if 'running' in k}
     for k in saved: torch.testing.assert_close(saved[k], whole[k], atol=1e-6, rtol=1e-6)
-    assert max((saved[k] - half[k]).abs().max().item() for k in saved) > 1e-2     # one rank's half would show
+    # one rank's half would show: a thousand times the tolerance of the match above
+    assert max((saved[k] - half[k]).abs().max().item() for k in saved) > 1e-3
 
 
 def worker_pids(parent:int) -> dict[int, int]:
@@ -127,8 +128,9 @@ def worker_pids(parent:int) -> dict[int, int]:
 
 
 def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_end(tmp_path, data_root):
+    # the tiny network: the restart and the exact resume are the point, not the recipe's network
     args = ['--num-procs', 2, *sets('train.epochs=3', 'train.batch_size=64', 'data.train_subset=3000', 'data.val_size=400',
-                                     'train.deterministic=true')]
+                                     'train.deterministic=true', *TINY_MODEL)]
     train(data_root, tmp_path/'whole', *args)
     run = tmp_path/'killed'
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '--max-restarts', '1',

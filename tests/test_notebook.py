@@ -23,7 +23,7 @@ def outputs_text(nb_path:Path) -> str:
 def test_cifar10_smoke_run_with_parameters(tmp_path):
     run = tmp_path/'run'
     # the notebook's plumbing with CIFAR-10's data and recipe; a narrower network keeps the CPU run short (the full
-    # network runs in test_training's CIFAR-10 smoke run)
+    # network is built and counted in 04_models and test_cli; training it is the same code at any width)
     small = ["data.train_subset=2000", "data.val_size=1000", "model.stem_channels=16", "model.widths=[16,32,64,128]",
              "model.classifier_hidden=64"]
     proc = papermill(tmp_path/'out.ipynb', ('epochs', '1'), ('num_procs', '1'), ('dataset', 'cifar10'),
