@@ -58,7 +58,9 @@ def loader_rate(ds, cold:bool) -> float:
 
 
 def training_rate(cfg, ds, steps:int, out:Path, cold:bool) -> float:
-    cfg = load_config(cfg, [f'output.dir={json.dumps(str(out))}', 'train.epochs=1', f'train.steps_per_epoch={steps}'])
+    # no SWA: its BatchNorm pass over the whole training split would dwarf the steps being timed
+    cfg = load_config(cfg, [f'output.dir={json.dumps(str(out))}', 'train.epochs=1', f'train.steps_per_epoch={steps}',
+                            'train.swa_start=null'])
     if cold: drop_page_cache()
     trainer = Trainer(cfg, device='cpu', overwrite=True, progress=False, data=ds, echo=False)
     try: trainer.fit()
