@@ -13,7 +13,7 @@ __all__ = ['MNIST_FAMILY', 'CIFAR10_BIN', 'CIFAR10_PY', 'MAX_PIXELS', 'DATASETS'
            'preprocess_image']
 
 # %% ../nbs/05_data.ipynb #ac76115e
-import difflib, functools, gzip, math, os, pickle, warnings, zipfile, zlib
+import difflib, functools, gzip, hashlib, math, os, pickle, warnings, zipfile, zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -663,7 +663,8 @@ def _conformed_on_disk(x:DiskImages, channels:int, size:tuple, cache_dir:str|Non
         rows = max(1, 2**22 // math.prod(shape[1:]))     # about 16 MB of float32 a chunk
         chunks = (_conformed(x[i:i + rows].load(), channels, size) for i in range(0, len(x), rows))
         write_split(folder, 'images', chunks, shape)
-    key = cache_key(kind='conformed', source=[x.path.parent.name, x.path.name], rows=x.rows is not None, shape=shape)
+    rows = None if x.rows is None else hashlib.sha256(x.rows.tobytes()).hexdigest()   # which rows of the file
+    key = cache_key(kind='conformed', source=[x.path.parent.name, x.path.name], rows=rows, shape=shape)
     return read_split(cached(cache_root(cache_dir), key, math.prod(shape), str(x.path), build), 'images')
 
 # %% ../nbs/05_data.ipynb #483791cc
@@ -737,14 +738,14 @@ def iterate_batches(data:ImageData, batch_size:int, order:torch.Tensor|None=None
     order = (torch.arange(len(data)) if order is None else order).to(data.images.device, non_blocking=True)
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     batches = (data[order[i:i + batch_size]] for i in range(0, stop, batch_size))
-    yield from read_ahead(batches) if data.on_disk else batches
+    yield from read_ahead(batches, ImageData.loaded) if data.on_disk else batches
 
-def read_ahead(batches):
-    "The batches of a split on disk, each read while the one before it is used (one read in flight, in a thread)."
+def read_ahead(items, read):
+    "`read(item)` for each of `items` in order, each read in a thread while the one before it is used."
     with ThreadPoolExecutor(1) as reader:
         pending = None
-        for batch in batches:
-            following = reader.submit(batch.loaded)
+        for item in items:
+            following = reader.submit(read, item)
             if pending is not None: yield pending.result()
             pending = following
         if pending is not None: yield pending.result()

@@ -10,7 +10,6 @@ __all__ = ['IMAGE_SUFFIXES', 'EXPORT_FORMATS', 'read_image', 'Predictor', 'gradc
 # %% ../nbs/14_inference.ipynb #fb3977ad
 import copy, csv, io, itertools, os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from .errors import AdaptiveCNNError, ImageError, UsageError, require
 from .config import Config, DataConfig
 from .files import check_writable
-from .data import ImageData, image_tensor, normalize
+from .data import ImageData, image_tensor, normalize, read_ahead
 from .runtime import default_device
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .predict import predict
@@ -135,16 +134,9 @@ def chunked(items:Iterable, size:int) -> Iterator[list]:
 def classify_chunks(predictor:Predictor, paths:Iterable[Path], topk:int=3, tta:bool=False,
                     chunk_size:int=256) -> Iterator[tuple[list[dict], list[tuple[str, str]]]]:
     "(records, failures) of each chunk of `paths`, in order; the next chunk is read while this one is classified."
-    def classified(reading):
-        x, names, failures = reading.result()
-        return (predictor.predict(x, names, topk, tta) if names else []), failures
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix='read_chunk') as reader:
-        ahead = None
-        for chunk in chunked(paths, chunk_size):
-            reading = reader.submit(read_chunk, chunk, predictor.cfg.data)
-            if ahead is not None: yield classified(ahead)
-            ahead = reading
-        if ahead is not None: yield classified(ahead)
+    chunks = read_ahead(chunked(paths, chunk_size), lambda chunk: read_chunk(chunk, predictor.cfg.data))
+    for x, names, failures in chunks:
+        yield (predictor.predict(x, names, topk, tta) if names else []), failures
 
 # %% ../nbs/14_inference.ipynb #73d344f5
 def classify_files(predictor:Predictor, paths:Iterable[Path], topk:int=3, tta:bool=False,

@@ -936,16 +936,14 @@ def interrupt(self:Trainer, progress:dict|None=None):
 # %% ../nbs/10_training.ipynb #47f355ac
 @patch
 def repair_best(self:Trainer, saved:dict):
-    "Write best_model.pth from `saved` (last.pth) when a kill between the two writes left it behind `saved`'s epoch."
+    "Write best_model.pth again from the restored run when a kill between the two writes left it behind `saved`."
     epoch, kind = saved.get('best_epoch'), saved.get('best_kind')
     if epoch is None or epoch != saved['epoch']: return    # best_model.pth was complete before last.pth moved on
     path = self.out/'checkpoints'/'best_model.pth'
     held = load_checkpoint(path) if path.is_file() else {}
     if held.get('kind') == 'SWA model' or (held.get('epoch'), held.get('kind')) == (epoch, kind): return
-    ema = {k.removeprefix('module.'): v for k, v in (saved['ema_model'] or {}).items() if k.startswith('module.')}
-    save_checkpoint(dict(model=ema if kind == 'EMA model' else saved['model'], config=saved['config'],
-                         classes=saved['classes'], kind=kind, val_acc=saved['best_val_acc'], epoch=epoch,
-                         version=saved['version']), path)
+    network = self.ema_model.module if kind == 'EMA model' else self.model     # as `_restore` loaded them
+    save_checkpoint(self.model_state(network, kind, saved['best_val_acc']), path)
     self.log.info(f'{path.name} held epoch {held.get("epoch")}, {path.parent/"last.pth"} names epoch {epoch}: '
                   'written again from last.pth (the run was killed between the two)')
 
