@@ -41,7 +41,7 @@ setuptools.setup(
     # configs/ holds the built-in YAML configs: a data-only package, listed explicitly.
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']) + [cfg['lib_path'] + '.configs'],
     include_package_data=True,
-    package_data={cfg['lib_path'] + '.configs': ['*.yaml']},
+    package_data={cfg['lib_path'] + '.configs': ['*.yaml', '*.json']},
     install_requires=requirements,
     extras_require=extras,
     python_requires='>=' + cfg['min_python'],

@@ -89,7 +89,7 @@ def lock_holder(out:Path) -> str|None:
 # %% ../nbs/02b_run_folder.ipynb #c93c1f01
 RUN_FILES = ('config.yaml', 'environment.json', 'train.log', 'metrics.jsonl', 'summary.csv', 'results.json',
              'training_curves.png', 'budget.json', 'checkpoints/last.pth', 'checkpoints/best_model.pth',
-             'checkpoints/swa_model.pth', 'checkpoints/ema_model.pth')
+             'checkpoints/best_epoch.pth', 'checkpoints/swa_model.pth', 'checkpoints/ema_model.pth')
 
 def check_output_dir(out:Path,      # the run's output folder
                      resume:bool,   # the run there is to be continued

@@ -134,11 +134,11 @@ def optimizer_moments(t:TrainConfig) -> int:
 
 # %% ../nbs/10_training.ipynb #bdc64348
 def run_bytes(model:nn.Module, t:TrainConfig) -> int:
-    "About how much disk a run takes: last.pth twice, the best and averaged models, and 16 MB of logs and curves."
+    "About how much disk a run takes: last.pth twice, the best model, the averages (and the best epoch beside them), 16 MB of logs."
     weights = sum(v.numel() * v.element_size() for v in model.state_dict().values())
     averages = (t.swa_start is not None) + (t.ema_decay is not None)
     last = weights * (1 + optimizer_moments(t) + averages)
-    return 2 * last + (1 + averages) * weights + 16 * 2**20
+    return 2 * last + (1 + averages + (averages > 0)) * weights + 16 * 2**20
 
 # %% ../nbs/10_training.ipynb #2468c6ce
 class Trainer:

@@ -109,7 +109,7 @@ def check_same_as_reference(out:Path, ref:Path, ctx:str):
     results, expected = json.loads((out/'results.json').read_text()), json.loads((ref/'results.json').read_text())
     assert results['test_acc'] == expected['test_acc'], f'{ctx}: test_acc {results["test_acc"]} != {expected["test_acc"]}'
     assert results['best_model'] == expected['best_model'], ctx
-    for name in ('best_model.pth', 'last.pth', 'swa_model.pth'):
+    for name in ('best_model.pth', 'best_epoch.pth', 'last.pth', 'swa_model.pth'):
         a, b = model_weights(out/'checkpoints'/name), model_weights(ref/'checkpoints'/name)
         assert a.keys() == b.keys(), f'{ctx}: {name}'
         for k in a: assert torch.equal(a[k], b[k]), f'{ctx}: {name}: {k} differs from the uninterrupted run'

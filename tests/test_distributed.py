@@ -86,7 +86,7 @@ def test_num_procs_run_writes_one_set_of_artefacts_covering_every_sample(tmp_pat
     assert sorted(p.name for p in out.iterdir()) == sorted(['.lock', 'checkpoints', 'config.yaml', 'environment.json', 'metrics.jsonl',
                                                            'results.json', 'summary.csv', 'train.log', 'training_curves.png', *tensorboard])
     if tensorboard: assert len(list((out/'tensorboard').glob('events.out.tfevents.*'))) == 2   # the epochs; the hyperparameters
-    assert sorted(p.name for p in (out/'checkpoints').iterdir()) == ['best_model.pth', 'last.pth', 'swa_model.pth']
+    assert sorted(p.name for p in (out/'checkpoints').iterdir()) == ['best_epoch.pth', 'best_model.pth', 'last.pth', 'swa_model.pth']
     (epoch,) = history(out)
     assert (epoch['train_samples'], epoch['val_samples']) == (4000, 5000)
     results = json.loads((out/'results.json').read_text())
