@@ -81,7 +81,7 @@ def markdown(result:dict, command:str) -> str:
     rows = []
     for seed, r in result['runs'].items():
         c = r['candidates']
-        rows.append(f"| {seed} | {c['best_model.pth']['kind']} | {c['best_model.pth']['test_acc']:.2%} | "
+        rows.append(f"| {seed} | {r['machine']} | {c['best_model.pth']['kind']} | {c['best_model.pth']['test_acc']:.2%} | "
                     f"{c['swa_model.pth']['test_acc']:.2%} | {c['best_epoch.pth']['test_acc']:.2%} | "
                     f"{r['train_wall_s'] / 60:.1f} min | {r['reason']} |")
     s = result['summary']
@@ -89,16 +89,24 @@ def markdown(result:dict, command:str) -> str:
     extremes = lambda k: f"(min {s[k]['min']:.2%}, max {s[k]['max']:.2%})"
     return '\n'.join([
         f"## MNIST, the full built-in recipe over {len(result['runs'])} seeds on CPU, {result['date']}", '',
-        f"- machine: {result['machine']}; {os.cpu_count()} cores; torch {torch.__version__}",
+        f"- machines: {result['machine']} (per seed below); {os.cpu_count()} cores; torch {torch.__version__}",
         f"- command: `{command}`",
         f"- each seed: `adaptive-cnn train mnist --set train.seed=S --no-progress` (50 epochs, SWA from epoch 38);"
         " best_model.pth chosen by `choose_model` (the average unless another is more accurate by more than chance)",
-        '', '| seed | best_model.pth | its test accuracy | SWA model | best epoch | training time | reason |',
-        '|---|---|---|---|---|---|---|', *rows, '',
+        '', '| seed | machine | best_model.pth | its test accuracy | SWA model | best epoch | training time | reason |',
+        '|---|---|---|---|---|---|---|---|', *rows, '',
         f"- **best_model.pth: {figure('best_model.pth')}** {extremes('best_model.pth')} over {s['best_model.pth']['n']} "
         'seeds (mean ± sample standard deviation of the test accuracy, 10,000 test images)',
         f"- SWA model: {figure('swa_model.pth')} {extremes('swa_model.pth')}",
         f"- best epoch: {figure('best_epoch.pth')} {extremes('best_epoch.pth')}", ''])
+
+
+def kept(path:Path, seeds:list[int], overrides:list[str]) -> dict:
+    "The runs of an earlier `--json` whose seeds are not being run now; they must have had the same overrides."
+    earlier = json.loads(path.read_text())
+    if earlier['overrides'] != overrides:
+        sys.exit(f"{path}: made with --set {earlier['overrides']}, not {overrides}; its runs are another recipe")
+    return {k: {'machine': earlier['machine']} | r for k, r in earlier['runs'].items() if int(k) not in seeds}
 
 
 def main():
@@ -109,21 +117,26 @@ def main():
     p.add_argument('--markdown', type=Path, help='append the summary to this file (benchmarks/RESULTS.md)')
     p.add_argument('--publish', type=Path, help="write best_model.pth's figures here (adaptive_cnn/configs/published.json)")
     p.add_argument('--set', action='append', default=[], help='extra config overrides (a dry run: train.epochs=1)')
+    p.add_argument('--keep', type=Path, help='an earlier --json: its seeds that are not in --seeds join the summary as '
+                   'they were scored then (their run folders may be gone)')
     args = p.parse_args()
     extra = [a for kv in args.set for a in ('--set', kv)]
-    runs = {}
+    runs = kept(args.keep, args.seeds, args.set) if args.keep else {}
     for seed in args.seeds:
         out = args.runs/f'seed{seed}'
         wall = train(seed, out, extra)
         results = json.loads((out/'results.json').read_text())
-        runs[str(seed)] = dict(results=results, reason=results['selection']['reason'],
+        runs[str(seed)] = dict(machine=cpu_name(), results=results, reason=results['selection']['reason'],
                                train_wall_s=results['train_wall_s'], call_wall_s=wall, candidates=score(out))
         c = runs[str(seed)]['candidates']
         # the scores read back agree with what the run saw
         assert abs(c['best_model.pth']['test_acc'] - results['test_acc']) < 1e-9, (c['best_model.pth'], results)
         print(f"seed {seed}: best_model.pth = {results['best_model']} ({c['best_model.pth']['test_acc']:.4f}); " +
               ', '.join(f"{n} {r['test_acc']:.4f}" for n, r in c.items()), flush=True)
-    result = dict(date=datetime.date.today().isoformat(), machine=cpu_name(), seeds=args.seeds, overrides=args.set,
+    runs = dict(sorted(runs.items(), key=lambda kv: int(kv[0])))
+    machines = ' / '.join(sorted({r['machine'] for r in runs.values()}))
+    result = dict(date=datetime.date.today().isoformat(), machine=machines, seeds=[int(k) for k in runs],
+                  overrides=args.set,
                   runs=runs, summary=summary(runs))
     print(json.dumps(result['summary'], indent=1))
     command = 'python ' + ' '.join(sys.argv)
