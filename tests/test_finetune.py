@@ -89,8 +89,12 @@ def test_ema_on_real_mnist(tmp_path, data_root):
     # the saved average (weights and BatchNorm statistics) scores on the validation split what it scored during training
     assert trainer.validate(model_from_checkpoint(ema)[0], trainer.data.val)['acc'] == history[-1]['ema_val_acc']
     best = load_checkpoint(tmp_path/'ema'/'checkpoints'/'best_model.pth')
-    assert best['val_acc'] == max(max(h['val_acc'], h['ema_val_acc']) for h in history) == results['best_val_acc']
-    assert best['kind'] in ('EMA model', 'best single model')
+    assert results['best_val_acc'] == max(max(h['val_acc'], h['ema_val_acc']) for h in history)
+    # best_model.pth is the candidate the selection chose: the final EMA unless the best epoch leads by more than chance
+    chosen = results['selection']['candidates'][results['selection']['chosen']]
+    assert best['val_acc'] == chosen['val_acc'] == results['val_acc']
+    assert best['kind'] == results['best_model'] and best['kind'] in ('EMA model', 'best single model')
+    assert {c['file'] for c in results['selection']['candidates'].values()} == {'best_epoch.pth', 'ema_model.pth'}
 
 
 def test_tensorboard_files_of_a_real_run(mnist_one_epoch, tmp_path):
