@@ -9,6 +9,9 @@ keeps the model that is better on the test set.
 
     ADAPTIVE_CNN_DATA=../shared/data nohup python benchmarks/mnist_seeds.py --seeds 1 2 3 --runs /tmp/seeds \\
         --json benchmarks/mnist_seeds.json --markdown benchmarks/RESULTS.md > /tmp/seeds.log 2>&1 &
+
+`--keep benchmarks/mnist_seeds.json` adds the seeds of an earlier `--json` that are not run again, as they were scored
+then: a summary can grow by more seeds, or survive the loss of old run folders.
 """
 import argparse, base64, datetime, json, os, statistics, subprocess, sys, time
 from pathlib import Path
@@ -136,8 +139,7 @@ def main():
     runs = dict(sorted(runs.items(), key=lambda kv: int(kv[0])))
     machines = ' / '.join(sorted({r['machine'] for r in runs.values()}))
     result = dict(date=datetime.date.today().isoformat(), machine=machines, seeds=[int(k) for k in runs],
-                  overrides=args.set,
-                  runs=runs, summary=summary(runs))
+                  overrides=args.set, runs=runs, summary=summary(runs))
     print(json.dumps(result['summary'], indent=1))
     command = 'python ' + ' '.join(sys.argv)
     if args.json: args.json.write_text(json.dumps(result, indent=1) + '\n')
